@@ -1,0 +1,33 @@
+# openjepa: the two commands a new user runs are `make demo` and `make test`.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: install data test demo bench lint
+
+# torch first and pinned when none is installed: a looser requirement resolved on its own pulls the
+# CUDA build (gigabytes). GPU users with their own torch build keep it.
+install:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
+	$(PIP) install -e ".[test]"
+
+# Fashion-MNIST from Debian's package where apt is available; elsewhere point --data / OPENJEPA_DATA at the files.
+data:
+	@if [ -d "$(FMNIST_DIR)" ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "apt-get not found: download Fashion-MNIST's four idx files and set OPENJEPA_DATA to their folder"; \
+	fi
+
+test: install data
+	$(PYTHON) -m pytest -q
+
+bench: install
+	$(PYTHON) benchmarks/train_step.py --model vit_tiny --img 28 --channels 1 --patch 4 --batch 128 \
+		--pred-depth 6 --pred-dim 96 --steps 30
+
+lint:
+	ruff check src tests benchmarks
+	ruff format --check src tests benchmarks

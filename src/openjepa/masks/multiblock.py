@@ -1,0 +1,199 @@
+"""Multi-block masking: the I-JEPA sampler of context and target blocks on a patch grid.
+
+For a batch, the sampler draws once:
+
+* the target block size: scale ``s ~ U(target_scale)`` and aspect ratio ``a ~ U(target_aspect)`` drawn
+  independently; the block is ``h × w`` patches with ``h = round(sqrt(s·N·a))``, ``w = round(sqrt(s·N/a))``,
+  clamped to the grid (N = number of patches);
+* the context block size the same way from ``context_scale`` / ``context_aspect``.
+
+Then, per image: ``num_targets`` target blocks and one context block at uniformly random positions, every
+top-left corner from ``0`` to ``H − h`` *inclusive* (so every patch row and column can be covered); the
+target patches are removed from the context (unless ``allow_overlap``). An image whose context keeps fewer
+than ``min_keep`` patches is redrawn (all its blocks), up to ``max_tries`` times.
+
+Blocks of one batch have one size, so targets need no truncation: ``targets`` is (B, M, h·w). Contexts
+differ in size; each is cut to the smallest in the batch by keeping a *uniformly random* subset of its
+patches (not the first ones in raster order), returned sorted.
+
+Randomness comes only from the ``torch.Generator`` passed in; use :func:`step_generator` to derive one from
+(seed, rank, step), which makes masks reproducible across restarts, DataLoader workers and ranks, and
+different on every rank and step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class MaskBatch:
+    """Masks of one batch, as patch indices in raster order (``row · grid_w + col``).
+
+    Attributes:
+        context: (B, Kc) int64, sorted per row.
+        targets: (B, M, Kt) int64, each block sorted.
+        target_shape: (h, w) of the target blocks in this batch.
+        context_shape: (h, w) of the context block before target patches were removed.
+    """
+
+    context: torch.Tensor
+    targets: torch.Tensor
+    target_shape: tuple[int, int]
+    context_shape: tuple[int, int]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> MaskBatch:
+        return MaskBatch(
+            self.context.to(device, non_blocking=non_blocking),
+            self.targets.to(device, non_blocking=non_blocking),
+            self.target_shape,
+            self.context_shape,
+        )
+
+
+def _mix64(x: int) -> int:
+    """splitmix64 finaliser: a well-spread 64-bit hash of an integer."""
+    x &= 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return x ^ (x >> 31)
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """A CPU generator seeded from (seed, rank, step): independent streams, reproducible anywhere."""
+    key = _mix64(_mix64(_mix64(seed) ^ (rank + 0x9E3779B97F4A7C15)) ^ step)
+    return torch.Generator().manual_seed(key & 0x7FFFFFFFFFFFFFFF)
+
+
+def _uniform(lo: float, hi: float, generator: torch.Generator | None) -> float:
+    return lo + (hi - lo) * torch.rand((), generator=generator).item()
+
+
+def _check_range(name: str, rng: tuple[float, float], lo: float, hi: float) -> tuple[float, float]:
+    a, b = float(rng[0]), float(rng[1])
+    if not (lo < a <= b <= hi):
+        raise ValueError(f"masks.{name} must satisfy {lo} < min <= max <= {hi}, got {rng}")
+    return a, b
+
+
+class MultiBlockMaskSampler:
+    """Draw I-JEPA context and target masks for a batch (see the module docstring).
+
+    Args:
+        grid_size: patch grid (rows, cols) or an int for a square grid.
+        num_targets: target blocks per image (M).
+        target_scale: range of a target block's area as a fraction of the grid.
+        target_aspect: range of a target block's aspect ratio (height / width).
+        context_scale: range of the context block's area fraction.
+        context_aspect: range of the context block's aspect ratio.
+        min_keep: fewest patches a context may keep after target patches are removed.
+        allow_overlap: keep target patches in the context (no removal).
+        max_tries: redraws per image before giving up with an error.
+
+    Example:
+        >>> sampler = MultiBlockMaskSampler(14)
+        >>> masks = sampler(256, step_generator(seed=0, step=0))
+        >>> masks.targets.shape[:2]
+        torch.Size([256, 4])
+    """
+
+    def __init__(
+        self,
+        grid_size: int | tuple[int, int],
+        num_targets: int = 4,
+        target_scale: tuple[float, float] = (0.15, 0.2),
+        target_aspect: tuple[float, float] = (0.75, 1.5),
+        context_scale: tuple[float, float] = (0.85, 1.0),
+        context_aspect: tuple[float, float] = (1.0, 1.0),
+        min_keep: int = 10,
+        allow_overlap: bool = False,
+        max_tries: int = 50,
+    ):
+        self.grid_h, self.grid_w = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
+        self.num_patches = self.grid_h * self.grid_w
+        if num_targets < 1:
+            raise ValueError(f"masks.num_targets must be >= 1, got {num_targets}")
+        self.num_targets = int(num_targets)
+        self.target_scale = _check_range("target_scale", target_scale, 0.0, 1.0)
+        self.target_aspect = _check_range("target_aspect", target_aspect, 0.0, math.inf)
+        self.context_scale = _check_range("context_scale", context_scale, 0.0, 1.0)
+        self.context_aspect = _check_range("context_aspect", context_aspect, 0.0, math.inf)
+        if not 1 <= min_keep <= self.num_patches:
+            raise ValueError(
+                f"masks.min_keep must be in [1, {self.num_patches}] for a {self.grid_h}x{self.grid_w} grid, "
+                f"got {min_keep}"
+            )
+        self.min_keep = int(min_keep)
+        self.allow_overlap = bool(allow_overlap)
+        self.max_tries = int(max_tries)
+        largest_context = self.block_shape(self.context_scale[1], 1.0)
+        if largest_context[0] * largest_context[1] < self.min_keep:
+            raise ValueError(
+                f"the largest context block ({largest_context[0]}x{largest_context[1]} patches) is smaller "
+                f"than "
+                f"masks.min_keep={self.min_keep}: raise masks.context_scale or lower masks.min_keep"
+            )
+
+    def block_shape(self, scale: float, aspect: float) -> tuple[int, int]:
+        """(h, w) in patches of a block covering ``scale`` of the grid with height/width ``aspect``."""
+        area = scale * self.num_patches
+        h = round(math.sqrt(area * aspect))
+        w = round(math.sqrt(area / aspect))
+        return min(max(h, 1), self.grid_h), min(max(w, 1), self.grid_w)
+
+    def draw_block_shape(
+        self, scale: tuple[float, float], aspect: tuple[float, float], generator: torch.Generator | None
+    ) -> tuple[int, int]:
+        """Draw scale and aspect independently, then the block shape."""
+        s = _uniform(*scale, generator)
+        a = _uniform(*aspect, generator)
+        return self.block_shape(s, a)
+
+    def _place_blocks(
+        self, shape: tuple[int, ...], h: int, w: int, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """Patch indices of ``h × w`` blocks at uniform positions: (*shape, h·w), raster order per block."""
+        top = torch.randint(0, self.grid_h - h + 1, shape, generator=generator)  # inclusive of H - h
+        left = torch.randint(0, self.grid_w - w + 1, shape, generator=generator)
+        offsets = (torch.arange(h)[:, None] * self.grid_w + torch.arange(w)[None, :]).flatten()  # (h·w,)
+        return (top * self.grid_w + left).unsqueeze(-1) + offsets  # (*shape, h·w)
+
+    def __call__(self, batch_size: int, generator: torch.Generator | None = None) -> MaskBatch:
+        """Sample masks for ``batch_size`` images."""
+        th, tw = self.draw_block_shape(self.target_scale, self.target_aspect, generator)
+        ch, cw = self.draw_block_shape(self.context_scale, self.context_aspect, generator)
+        n, m = self.num_patches, self.num_targets
+
+        targets = torch.empty(batch_size, m, th * tw, dtype=torch.long)  # (B, M, Kt)
+        context = torch.empty(batch_size, n, dtype=torch.bool)  # (B, N) membership
+        todo = torch.arange(batch_size)
+        for _ in range(self.max_tries):
+            k = len(todo)
+            t_idx = self._place_blocks((k, m), th, tw, generator)  # (k, M, Kt)
+            c_idx = self._place_blocks((k,), ch, cw, generator)  # (k, ch·cw)
+            c_mask = torch.zeros(k, n, dtype=torch.bool).scatter_(1, c_idx, True)  # (k, N)
+            if not self.allow_overlap:
+                c_mask.scatter_(1, t_idx.reshape(k, -1), False)
+            ok = c_mask.sum(1) >= self.min_keep  # (k,)
+            targets[todo[ok]] = t_idx[ok]
+            context[todo[ok]] = c_mask[ok]
+            todo = todo[~ok]
+            if len(todo) == 0:
+                break
+        else:
+            raise ValueError(
+                f"could not sample a context of at least masks.min_keep={self.min_keep} patches on the "
+                f"{self.grid_h}x{self.grid_w} patch grid in {self.max_tries} tries: {m} target blocks of "
+                f"{th}x{tw} patches leave too little of a {ch}x{cw} context. Lower masks.num_targets or "
+                f"masks.target_scale, raise masks.context_scale, lower masks.min_keep, or set "
+                f"masks.allow_overlap=true"
+            )
+
+        # Cut every context to the batch's smallest by a uniformly random subset of its patches.
+        keep = int(context.sum(1).min())
+        scores = torch.rand(batch_size, n, generator=generator).masked_fill_(~context, 2.0)  # (B, N)
+        chosen = scores.topk(keep, dim=1, largest=False, sorted=False).indices  # (B, Kc)
+        return MaskBatch(chosen.sort(dim=1).values, targets, (th, tw), (ch, cw))
