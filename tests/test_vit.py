@@ -175,3 +175,14 @@ def test_grad_checkpointing_gives_same_gradients():
     enc(x).square().mean().backward()
     for g, p in zip(ref, enc.parameters(), strict=True):
         torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7)
+
+
+def test_patch_init_std_option():
+    torch.manual_seed(0)
+    default = vit_tiny(img_size=28, patch_size=4, in_chans=1)
+    scaled = vit_tiny(img_size=28, patch_size=4, in_chans=1, patch_init_std=0.25)
+    assert default.patch_embed.proj.weight.std().item() == pytest.approx(0.02 * 0.88, rel=0.1)
+    assert scaled.patch_embed.proj.weight.std().item() == pytest.approx(0.25 * 0.88, rel=0.1)
+    torch.testing.assert_close(
+        scaled.blocks[0].mlp.fc1.weight.std(), default.blocks[0].mlp.fc1.weight.std(), rtol=0.05, atol=0
+    )

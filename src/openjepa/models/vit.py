@@ -209,6 +209,9 @@ class VisionTransformer(nn.Module):
         norm_eps: LayerNorm epsilon.
         init_std: std of the truncated-normal weight init.
         grad_checkpointing: recompute block activations in backward to save memory.
+        patch_init_std: std of the patch-embedding init (None: ``init_std``). With few input values per
+            patch (e.g. 4×4×1 = 16) the reference's 0.02 makes the image signal ~10x weaker than the
+            position embedding; the small-image recipes use 0.25 so the targets depend on the image.
 
     Example:
         >>> enc = vit_tiny(img_size=28, patch_size=4, in_chans=1)
@@ -229,6 +232,7 @@ class VisionTransformer(nn.Module):
         norm_eps: float = 1e-6,
         init_std: float = 0.02,
         grad_checkpointing: bool = False,
+        patch_init_std: float | None = None,
     ):
         super().__init__()
         self.embed_dim = embed_dim
@@ -246,6 +250,9 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         init_transformer_weights(self, init_std)
         rescale_residual_branches(self.blocks)
+        if patch_init_std is not None:
+            w = self.patch_embed.proj.weight
+            nn.init.trunc_normal_(w, std=patch_init_std, a=-2 * patch_init_std, b=2 * patch_init_std)
 
     def embed(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
         """Patch-embed and add positions; with ``indices`` (B, K) keep only those patches → (B, K, D)."""

@@ -1,0 +1,122 @@
+"""kNN evaluation of a frozen encoder next to two baselines: raw pixels and a randomly initialised encoder."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from openjepa.data.datasets import build_dataset
+from openjepa.data.transforms import normalization_stats, normalize, resize, to_float
+from openjepa.eval.features import extract_features
+from openjepa.eval.knn import knn_accuracy_pixels, knn_classify
+
+
+@dataclass
+class EvalData:
+    """Labelled train/test images as uint8 tensors (N, C, H, W), plus how to preprocess them."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: int
+
+
+def load_eval_data(
+    dataset: str,
+    root: str | None,
+    image_size: int,
+    channels: int | None = None,
+    train_samples: int | None = None,
+    test_samples: int | None = None,
+) -> EvalData:
+    """Both splits of an in-memory dataset, optionally cut to their first N images."""
+    splits = []
+    for split, limit in (("train", train_samples), ("test", test_samples)):
+        ds = build_dataset(dataset, root, split, channels=channels)
+        images, labels = getattr(ds, "images", None), getattr(ds, "labels", None)
+        if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
+            raise ValueError(f"kNN evaluation needs an in-memory labelled dataset; {dataset!r} is not one")
+        if (labels < 0).all():
+            raise ValueError(f"dataset {dataset!r} ({split}) has no labels: kNN accuracy needs them")
+        splits.append((images[:limit], labels[:limit]))
+    mean, std = normalization_stats(dataset, int(splits[0][0].shape[1]))
+    return EvalData(*splits[0], *splits[1], mean, std, image_size)
+
+
+def _preprocess(data: EvalData):
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        x = to_float(batch)
+        if x.shape[-1] != data.image_size or x.shape[-2] != data.image_size:
+            x = resize(x, (data.image_size, data.image_size))
+        return normalize(x, data.mean, data.std)
+
+    return run
+
+
+def knn_of_encoder(
+    encoder: nn.Module,
+    data: EvalData,
+    k: tuple[int, ...] = (10, 20, 200),
+    temperature: float = 0.07,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = True,
+) -> dict[int, float]:
+    """kNN accuracy (percent per k) of mean-pooled encoder features."""
+    device = torch.device(device)
+    autocast = (
+        torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+    )
+    with autocast:
+        train, _ = extract_features(
+            encoder,
+            data.train_images,
+            batch_size=batch_size,
+            device=device,
+            preprocess=_preprocess(data),
+            progress=progress,
+        )
+        test, _ = extract_features(
+            encoder,
+            data.test_images,
+            batch_size=batch_size,
+            device=device,
+            preprocess=_preprocess(data),
+            progress=progress,
+        )
+    return knn_classify(
+        train.float(), data.train_labels, test.float(), data.test_labels, k=k, temperature=temperature
+    )
+
+
+def knn_of_pixels(
+    data: EvalData, k: tuple[int, ...] = (10, 20, 200), temperature: float = 0.07
+) -> dict[int, float]:
+    """kNN accuracy on normalised raw pixels (the same preprocessing as the encoders get)."""
+    prep = _preprocess(data)
+    return knn_accuracy_pixels(
+        prep(data.train_images),
+        data.train_labels,
+        prep(data.test_images),
+        data.test_labels,
+        k=k,
+        temperature=temperature,
+    )
+
+
+def format_table(rows: list[dict[str, Any]], k: tuple[int, ...]) -> str:
+    """A plain-text table: one row per evaluated model, one column per k."""
+    name_w = max(len("model"), *(len(r["name"]) for r in rows))
+    header = f"{'model':<{name_w}}  " + "  ".join(f"{f'kNN k={kk}':>10}" for kk in k)
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r['name']:<{name_w}}  " + "  ".join(f"{r['knn'][kk]:>9.2f}%" for kk in k))
+    return "\n".join(lines)
