@@ -402,3 +402,15 @@ def test_describe_covers_every_dataclass_field() -> None:
         if dataclasses.is_dataclass(value):
             for f in dataclasses.fields(value):
                 assert f"{section.name}.{f.name}" in keys
+
+
+def test_dataset_choices_match_the_dataset_registry():
+    import typing
+
+    from openjepa.config import DataConfig
+    from openjepa.data.datasets import DATASET_NAMES
+
+    allowed = typing.get_args(typing.get_type_hints(DataConfig)["dataset"])
+    assert set(allowed) == set(DATASET_NAMES)
+    with pytest.raises(ConfigError, match="data.dataset"):
+        load_config(None, ["data.dataset=fmnist"])

@@ -80,7 +80,7 @@ class DataConfig:
         num_workers: DataLoader worker processes for datasets decoded from files.
     """
 
-    dataset: str = "fashion_mnist"
+    dataset: Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "folder", "synthetic"] = "fashion_mnist"
     root: str | None = None
     image_size: int = 28
     channels: int | None = None

@@ -38,6 +38,7 @@ from openjepa.train.checkpoint import (
 from openjepa.train.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from openjepa.train.optim import build_adamw, set_hyperparams
 from openjepa.train.schedules import Schedules
+from openjepa.train.step import finish_step
 
 CHECKPOINT_VERSION = 1
 
@@ -225,13 +226,7 @@ class Trainer:
                 (loss / accum).backward()
             loss_sum += loss.detach().float()
             std_sum += target_std.float()
-        if cfg.optim.clip_grad is not None:
-            torch.nn.utils.clip_grad_norm_(
-                [p for g in self.optimizer.param_groups for p in g["params"]], cfg.optim.clip_grad
-            )
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.model.update_target(hp["ema"])
+        finish_step(self.model, self.optimizer, hp["ema"], cfg.optim.clip_grad)
         loss = all_reduce_mean(loss_sum / accum, self.dist)
         target_std = all_reduce_mean(std_sum / accum, self.dist)
         return loss, target_std, hp

@@ -35,9 +35,16 @@ def train_step(
     with torch.autocast(images.device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
         out = model(images, masks)
     out.loss.backward()
+    finish_step(model, optimizer, momentum, clip_grad)
+    return out
+
+
+def finish_step(
+    model: IJEPA, optimizer: torch.optim.Optimizer, momentum: float, clip_grad: float | None = None
+) -> None:
+    """After backward: clip the gradient norm, step and clear the optimizer, update the EMA target."""
     if clip_grad is not None:
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip_grad)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     model.update_target(momentum)
-    return out
