@@ -27,8 +27,8 @@ test: install data
 # Pretrain configs/demo.yaml (a few minutes on 2 CPU cores), then kNN of the frozen target encoder next to
 # raw pixels and a randomly initialised ViT. Running it again resumes (a finished run is only re-evaluated).
 demo: install data
-	openjepa pretrain configs/demo.yaml
-	openjepa eval knn runs/demo --baselines
+	$(PYTHON) -m openjepa.cli pretrain configs/demo.yaml
+	$(PYTHON) -m openjepa.cli eval knn runs/demo --baselines
 
 bench: install
 	$(PYTHON) benchmarks/train_step.py --model vit_tiny --img 28 --channels 1 --patch 4 --batch 128 \

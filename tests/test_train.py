@@ -158,12 +158,11 @@ def test_python_api_pretrain_and_load_encoder(tmp_path):
 
 
 def test_console_script_help():
-    out = subprocess.run(["openjepa", "--help"], capture_output=True, text=True, check=True).stdout
+    script = str(Path(sys.executable).with_name("openjepa"))  # installed beside the interpreter
+    out = subprocess.run([script, "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("pretrain", "info", "eval", "config"):
         assert command in out
-    out = subprocess.run(
-        ["openjepa", "pretrain", "--help"], capture_output=True, text=True, check=True
-    ).stdout
+    out = subprocess.run([script, "pretrain", "--help"], capture_output=True, text=True, check=True).stdout
     assert "resume" in out
 
 
