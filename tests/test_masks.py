@@ -68,8 +68,8 @@ def test_every_patch_including_last_row_and_column_is_covered():
     tgt_freq, ctx_freq = (tgt_freq / n_images).view(grid, grid), (ctx_freq / n_images).view(grid, grid)
     assert (tgt_freq > 0).all() and (ctx_freq > 0).all()
     # the last row/column are covered about as often as the first (the reference never covered them)
-    assert tgt_freq[-1].mean() == pytest.approx(tgt_freq[0].mean(), rel=0.15)
-    assert tgt_freq[:, -1].mean() == pytest.approx(tgt_freq[:, 0].mean(), rel=0.15)
+    assert tgt_freq[-1].mean().item() == pytest.approx(tgt_freq[0].mean().item(), rel=0.15)
+    assert tgt_freq[:, -1].mean().item() == pytest.approx(tgt_freq[:, 0].mean().item(), rel=0.15)
     assert tgt_freq[-1, -1] > 0.02
 
 
@@ -119,7 +119,7 @@ def test_context_truncation_is_unbiased():
     assert truncated > 1000  # the test exercises truncation
     rotated = freq.flip(0).flip(1)
     assert (freq - rotated).abs().max() < 0.03
-    assert freq[:5, :5].mean() == pytest.approx(freq[5:, 5:].mean(), rel=0.03)
+    assert freq[:5, :5].mean().item() == pytest.approx(freq[5:, 5:].mean().item(), rel=0.03)
 
 
 def test_determinism_and_independence_of_streams():
