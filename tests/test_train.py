@@ -194,3 +194,33 @@ def test_torchrun_two_processes_stay_in_sync_and_match_one_process(tmp_path):
     ddp_losses = [r["loss"] for r in metrics(tmp_path / "ddp")]
     single_losses = [r["loss"] for r in metrics(tmp_path / "single")]
     assert ddp_losses == pytest.approx(single_losses, rel=1e-4)
+
+
+def test_eval_knn_cli_with_baselines(tmp_path, capsys):
+    openjepa.pretrain(None, tiny(tmp_path, "ev", "run.max_steps=3"))
+    args = [
+        "eval",
+        "knn",
+        str(tmp_path / "ev"),
+        "--baselines",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--train-samples",
+        "512",
+        "--test-samples",
+        "128",
+        "--k",
+        "5",
+        "10",
+    ]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "raw pixels" in out and "random init" in out and "target encoder" in out
+    result = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert result["train_samples"] == 512 and result["test_samples"] == 128
+    rows = {r["name"].split(" (")[0]: r for r in result["knn"]}
+    assert len(rows) == 3
+    for row in result["knn"]:
+        assert 0.0 <= row["k5"] <= 100.0 and 0.0 <= row["k10"] <= 100.0
+    assert rows["raw pixels"]["k5"] > 30.0  # synthetic classes are separable in pixel space (chance: 10 %)

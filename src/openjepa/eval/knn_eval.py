@@ -76,25 +76,18 @@ def knn_of_encoder(
         torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
     )
     with autocast:
-        train, _ = extract_features(
-            encoder,
-            data.train_images,
-            batch_size=batch_size,
-            device=device,
-            preprocess=_preprocess(data),
-            progress=progress,
+        train, test = (
+            extract_features(
+                encoder,
+                images,
+                batch_size=batch_size,
+                device=device,
+                preprocess=_preprocess(data),
+                progress=progress,
+            )[0].float()
+            for images in (data.train_images, data.test_images)
         )
-        test, _ = extract_features(
-            encoder,
-            data.test_images,
-            batch_size=batch_size,
-            device=device,
-            preprocess=_preprocess(data),
-            progress=progress,
-        )
-    return knn_classify(
-        train.float(), data.train_labels, test.float(), data.test_labels, k=k, temperature=temperature
-    )
+    return knn_classify(train, data.train_labels, test, data.test_labels, k=k, temperature=temperature)
 
 
 def knn_of_pixels(
