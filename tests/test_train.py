@@ -116,7 +116,7 @@ def test_non_finite_loss_stops_with_step_and_last_checkpoint(tmp_path, monkeypat
     def poisoned(pred, target, kind="smooth_l1"):
         calls["n"] += 1
         loss = real(pred, target, kind)
-        return loss * float("nan") if calls["n"] == 6 else loss
+        return loss * float("nan") if calls["n"] == 5 else loss  # the 5th training step
 
     monkeypatch.setattr(ijepa, "jepa_loss", poisoned)
     args = [

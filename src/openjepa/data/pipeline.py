@@ -86,9 +86,6 @@ class StepBatches:
     def local_indices(self, step: int) -> torch.Tensor:
         return self.global_indices(step)[self.rows()]
 
-    def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
-        raise TypeError("use iterate(start_step, end_step)")
-
     def iterate(self, start_step: int, end_step: int) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(step, images)`` for steps in ``[start_step, end_step)``; images are this rank's rows."""
         images = getattr(self.dataset, "images", None)

@@ -84,7 +84,7 @@ def knn_of_encoder(
                 device=device,
                 preprocess=_preprocess(data),
                 progress=progress,
-            )[0].float()
+            )[0]
             for images in (data.train_images, data.test_images)
         )
     return knn_classify(train, data.train_labels, test, data.test_labels, k=k, temperature=temperature)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from openjepa.losses.jepa import jepa_loss
+from openjepa.losses.jepa import JEPA_LOSSES, jepa_loss
 from openjepa.masks.gather import gather_tokens
 from openjepa.masks.multiblock import MaskBatch
 from openjepa.models.predictor import Predictor
@@ -55,8 +55,9 @@ class IJEPA(nn.Module):
         self.encoder = encoder
         self.predictor = predictor
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
+        if loss not in JEPA_LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {JEPA_LOSSES}")
         self.loss_kind = loss
-        jepa_loss(torch.zeros(1), torch.zeros(1), loss)  # fail at build time on an unknown loss name
 
     @torch.no_grad()
     def targets(self, images: torch.Tensor, target_idx: torch.Tensor) -> torch.Tensor:
