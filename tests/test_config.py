@@ -282,7 +282,7 @@ def test_unknown_section_suggests() -> None:
         ("optim.batch_size=true", "optim.batch_size", "int"),  # bool is not an int here
         ("optim.lr=fast", "optim.lr", "float"),
         ("data.flip=1", "data.flip", "bool"),
-        ("model.name=3", "model.name", "str"),
+        ("model.name=[3]", "model.name", "str"),
         ("masks.target_scale=[0.1]", "masks.target_scale", "list of 2 × float"),
         ("masks.target_scale=0.1", "masks.target_scale", "list of 2 × float"),
         ("run.max_steps=ten", "run.max_steps", "int | null"),
@@ -414,3 +414,13 @@ def test_dataset_choices_match_the_dataset_registry():
     assert set(allowed) == set(DATASET_NAMES)
     with pytest.raises(ConfigError, match="data.dataset"):
         load_config(None, ["data.dataset=fmnist"])
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_are_rejected(value):
+    with pytest.raises(ConfigError, match="optim.lr' must be a finite number"):
+        load_config(None, [f"optim.lr={value}"])
+
+
+def test_numbers_are_accepted_for_text_keys():
+    assert load_config(None, ["run.out_dir=2024"]).run.out_dir == "2024"

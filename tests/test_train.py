@@ -196,31 +196,76 @@ def test_torchrun_two_processes_stay_in_sync_and_match_one_process(tmp_path):
     assert ddp_losses == pytest.approx(single_losses, rel=1e-4)
 
 
-def test_eval_knn_cli_with_baselines(tmp_path, capsys):
-    openjepa.pretrain(None, tiny(tmp_path, "ev", "run.max_steps=3"))
-    args = [
-        "eval",
-        "knn",
-        str(tmp_path / "ev"),
-        "--baselines",
-        "--no-progress",
-        "--device",
-        "cpu",
-        "--train-samples",
-        "512",
-        "--test-samples",
-        "128",
-        "--k",
-        "5",
-        "10",
-    ]
-    assert cli.main(args) == 0
-    out = capsys.readouterr().out
-    assert "raw pixels" in out and "random init" in out and "target encoder" in out
-    result = json.loads((tmp_path / "ev" / "eval.json").read_text())
-    assert result["train_samples"] == 512 and result["test_samples"] == 128
-    rows = {r["name"].split(" (")[0]: r for r in result["knn"]}
-    assert len(rows) == 3
-    for row in result["knn"]:
-        assert 0.0 <= row["k5"] <= 100.0 and 0.0 <= row["k10"] <= 100.0
-    assert rows["raw pixels"]["k5"] > 30.0  # synthetic classes are separable in pixel space (chance: 10 %)
+def test_online_monitor_logs_knn_and_collapse_metrics_and_keeps_best(tmp_path):
+    # synthetic train split: 4096 images -> 256 steps/epoch at batch 16; monitor every 1/16 epoch
+    extra = (
+        "run.max_steps=48",
+        "eval.monitor_every=0.0625",
+        "eval.monitor_train_samples=200",
+        "eval.monitor_val_samples=100",
+        "eval.monitor_k=5",
+        "run.keep_best=true",
+    )
+    Trainer(load_config(None, tiny(tmp_path, "m", *extra))).fit()
+    run = tmp_path / "m"
+    lines = metrics(run)
+    mon = [r for r in lines if r.get("monitor")]
+    assert [r["step"] for r in mon] == [0, 16, 32, 48]  # the starting point, then every 16 steps
+    for r in mon:
+        assert 0 <= r["knn_top1"] <= 100 and 1 <= r["rankme"] <= 32
+        assert -1 <= r["mean_cosine"] <= 1 and r["feature_std"] >= 0 and isinstance(r["collapse"], bool)
+    assert [r["step"] for r in lines if not r.get("monitor")] == list(range(1, 49))
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    top = max(r["knn_top1"] for r in mon)
+    assert best["best_knn"] == top
+    assert best["step"] == next(r["step"] for r in mon if r["knn_top1"] == top)
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["best_knn"] == top
+
+
+def test_collapsed_target_encoder_is_warned_about(tmp_path, capsys):
+    cfg = load_config(
+        None,
+        tiny(
+            tmp_path,
+            "c",
+            "run.max_steps=2",
+            "eval.monitor_every=0.0078125",
+            "eval.monitor_train_samples=64",
+            "eval.monitor_val_samples=32",
+        ),
+    )
+    trainer = Trainer(cfg)
+    with torch.no_grad():  # a constant encoder: every weight zero, so every token is the same vector
+        for p in trainer.model.target_encoder.parameters():
+            p.zero_()
+        trainer.model.target_encoder.pos_embed.zero_()
+        trainer.model.target_encoder.norm.bias.fill_(1.0)
+    trainer.fit()
+    first = next(r for r in metrics(tmp_path / "c") if r.get("monitor"))
+    assert first["step"] == 0 and first["collapse"] is True and first["feature_std"] < 1e-3
+    assert "look collapsed at step 0" in capsys.readouterr().err
+
+
+def test_keep_best_without_monitor_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="eval.monitor_every"):
+        Trainer(load_config(None, tiny(tmp_path, "x", "run.keep_best=true")))
+
+
+def test_tensorboard_logger_receives_training_and_monitor_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    extra = (
+        "run.max_steps=4",
+        "run.loggers=[jsonl,tensorboard]",
+        "eval.monitor_every=0.0078125",
+        "eval.monitor_train_samples=64",
+        "eval.monitor_val_samples=32",
+    )
+    Trainer(load_config(None, tiny(tmp_path, "tb", *extra))).fit()
+    acc = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    acc.Reload()
+    jsonl = [r for r in metrics(tmp_path / "tb") if not r.get("monitor")]
+    losses = [(e.step, e.value) for e in acc.Scalars("loss")]
+    assert losses == [(r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in jsonl]
+    assert [e.step for e in acc.Scalars("knn_top1")] == [0, 2, 4]

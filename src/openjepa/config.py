@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -141,6 +142,14 @@ class RunConfig:
         checkpoint_every: steps between checkpoints (latest.pt); one is also written at the end.
         keep_every: steps between checkpoints kept forever (None: only latest).
         progress: show a progress bar.
+        keep_best: also keep ``checkpoints/best.pt``, the checkpoint with the best online kNN (needs
+            ``eval.monitor_every``).
+        loggers: where metrics go besides ``metrics.jsonl`` (always written): ``tensorboard``
+            (``RUN/tensorboard``), ``wandb`` (``RUN/wandb``; the config, metrics, and the best and final
+            checkpoints as model artifacts).
+        wandb_project, wandb_name: W&B project (None: ``openjepa``) and run name (None: the folder's name).
+        wandb_mode: ``offline`` (no account or network needed; upload later with ``wandb sync``),
+            ``online`` or ``disabled``.
     """
 
     out_dir: str = "runs/default"
@@ -153,6 +162,11 @@ class RunConfig:
     checkpoint_every: int = 500
     keep_every: int | None = None
     progress: bool = True
+    keep_best: bool = False
+    loggers: tuple[Literal["jsonl", "tensorboard", "wandb"], ...] = ("jsonl",)
+    wandb_project: str | None = None
+    wandb_name: str | None = None
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
 
 
 @dataclass
@@ -164,6 +178,12 @@ class EvalConfig:
         knn_temperature: temperature of the weighted vote.
         train_samples, test_samples: use the first N images of each split (None: all).
         batch_size: images per forward pass.
+        monitor_every: epochs between online monitors during pretraining (None: off): kNN of the target
+            encoder on a fixed held-out subset of the training split, and collapse metrics (feature std,
+            RankMe, mean pairwise cosine), logged to metrics.jsonl with a warning when collapse sets in.
+        monitor_train_samples: labelled memory bank of the online kNN (the first training images).
+        monitor_val_samples: query images of the online kNN (the last training images).
+        monitor_k: neighbours of the online kNN.
     """
 
     knn_k: tuple[int, ...] = (10, 20, 200)
@@ -171,6 +191,10 @@ class EvalConfig:
     train_samples: int | None = None
     test_samples: int | None = None
     batch_size: int = 512
+    monitor_every: float | None = None
+    monitor_train_samples: int = 5000
+    monitor_val_samples: int = 1000
+    monitor_k: int = 20
 
 
 @dataclass
@@ -243,13 +267,17 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 raise bad from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad
+        if not math.isfinite(value):
+            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)  # e.g. run.out_dir=2024 (YAML reads it as a number)
         if not isinstance(value, str):
             raise bad
         return value

@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 LATEST_NAME = "latest.pt"
+BEST_NAME = "best.pt"
 CHECKPOINT_SUBDIR = "checkpoints"
 _TMP_PREFIX = ".tmp-"
 _MILESTONE_RE = re.compile(r"^step_(\d+)\.pt$")
@@ -402,6 +403,14 @@ class CheckpointManager:
         else:
             save_checkpoint(state, latest)
         return latest
+
+    def best_path(self) -> Path:
+        """Where the best checkpoint (by online kNN) is kept: ``checkpoints/best.pt``."""
+        return self.checkpoint_dir / BEST_NAME
+
+    def save_best(self, state: dict[str, Any]) -> Path:
+        """Atomically write ``state`` as ``best.pt`` (the run decides what "best" means)."""
+        return save_checkpoint(state, self.best_path())
 
     def latest_path(self) -> Path | None:
         """``checkpoints/latest.pt`` if a checkpoint has been saved, else ``None``."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from openjepa.config import Config, save_config, to_dict
 from openjepa.data.datasets import build_dataset
 from openjepa.data.pipeline import PretrainAugment, StepBatches
 from openjepa.data.transforms import normalization_stats
+from openjepa.diagnostics.monitor import OnlineMonitor
 from openjepa.masks.multiblock import MaskBatch, MultiBlockMaskSampler, step_generator
 from openjepa.methods.ijepa import IJEPA
 from openjepa.models.build import build_model
@@ -36,6 +38,7 @@ from openjepa.train.checkpoint import (
     set_rng_state,
 )
 from openjepa.train.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from openjepa.train.loggers import MultiLogger, build_loggers
 from openjepa.train.optim import build_adamw, set_hyperparams
 from openjepa.train.schedules import Schedules
 from openjepa.train.step import finish_step
@@ -163,6 +166,29 @@ class Trainer:
         )
         self.checkpoints = CheckpointManager(self.out_dir, cfg.run.keep_every)
         self.step = 0
+        self.best_knn = -math.inf
+        self.loggers = MultiLogger()  # the run's loggers are opened by fit()
+        e = cfg.eval
+        if cfg.run.keep_best and e.monitor_every is None:
+            raise ValueError("run.keep_best needs the online monitor: set eval.monitor_every (epochs)")
+        if e.monitor_every is not None and e.monitor_every <= 0:
+            raise ValueError(f"eval.monitor_every must be a positive number of epochs, got {e.monitor_every}")
+        self.monitor_steps = None if e.monitor_every is None else max(1, round(e.monitor_every * spe))
+        self.monitor = None
+        if self.monitor_steps is not None and self.dist.is_main:
+            self.monitor = OnlineMonitor(
+                self.dataset,
+                d.image_size,
+                mean,
+                std,
+                train_samples=e.monitor_train_samples,
+                val_samples=e.monitor_val_samples,
+                k=e.monitor_k,
+                temperature=e.knn_temperature,
+                batch_size=e.batch_size,
+                device=self.device,
+                amp_dtype=self.amp_dtype,
+            )
 
     # ---- state ----------------------------------------------------------------------------------------
 
@@ -177,6 +203,7 @@ class Trainer:
             "rng": rng_state(),
             "config": to_dict(self.cfg),
             "world_size": self.dist.world_size,
+            "best_knn": self.best_knn,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -184,13 +211,20 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
         self.step = int(state["step"])
+        self.best_knn = float(state.get("best_knn", -math.inf))
 
     def resume(self) -> bool:
         """Load the run folder's latest checkpoint, if any; return whether one was loaded."""
         path = self.checkpoints.latest_path()
         if path is None:
             return False
-        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        state = load_checkpoint(path, map_location=self.device)
+        if "optimizer" not in state:
+            raise ValueError(
+                f"{path} holds weights only (an imported or exported model), not a training state, so "
+                "pretraining cannot resume from it. Evaluate it, or pretrain into a new run.out_dir."
+            )
+        self.load_state_dict(state)
         return True
 
     # ---- training ------------------------------------------------------------------------------------
@@ -244,10 +278,23 @@ class Trainer:
             if resumed:
                 print(f"resuming {self.out_dir} at step {self.step}/{end}")
                 _truncate_metrics(metrics_path, self.step)  # drop lines logged after the checkpoint
-        bar = _progress(cfg.run.progress and self.dist.is_main, self.step, end)
+        self.loggers = build_loggers(
+            cfg.run.loggers,
+            self.out_dir,
+            to_dict(cfg),
+            start_step=self.step,
+            project=cfg.run.wandb_project,
+            run_name=cfg.run.wandb_name,
+            wandb_mode=cfg.run.wandb_mode,
+            is_main=self.dist.is_main,
+        )
+        bar = None
         last_loss = math.nan
-        t_last, images_since = time.perf_counter(), 0
         try:
+            if self.monitor_steps is not None and self.step == 0 and end > 0:
+                self._run_monitor()  # the starting point, for comparison
+            bar = _progress(cfg.run.progress and self.dist.is_main, self.step, end)
+            t_last, images_since = time.perf_counter(), 0
             for step, images in self.batches.iterate(self.step, end):
                 loss_t, std_t, hp = self.train_step(step, images)
                 loss = loss_t.item()
@@ -266,7 +313,6 @@ class Trainer:
                 if self.step % cfg.run.log_every == 0 or self.step == end:
                     now = time.perf_counter()
                     record = {
-                        "step": self.step,
                         "epoch": round(self.step / self.batches.steps_per_epoch, 4),
                         "loss": loss,
                         "lr": hp["lr"],
@@ -276,26 +322,62 @@ class Trainer:
                         "target_std": std_t.item(),
                     }
                     t_last, images_since = now, 0
-                    if self.dist.is_main:
-                        with metrics_path.open("a") as f:
-                            f.write(json.dumps(record) + "\n")
+                    self.loggers.log_metrics(record, self.step)
                     if bar is not None:
                         bar.set_postfix(
                             loss=f"{loss:.4f}", lr=f"{hp['lr']:.2e}", img_s=record["images_per_s"]
                         )
+                if self.monitor_steps is not None and (
+                    self.step % self.monitor_steps == 0 or self.step == end
+                ):
+                    self._run_monitor()
                 if self.step % cfg.run.checkpoint_every == 0 and self.step != end:
                     self._save()
             if self.step > start:
                 self._save()
+                latest = self.checkpoints.latest_path()
+                if latest is not None:
+                    meta = {"step": self.step, "loss": last_loss}
+                    self.loggers.log_checkpoint(latest, aliases=["latest"], metadata=meta)
         finally:
             if bar is not None:
                 bar.close()
+            self.loggers.close()
         return {
             "out_dir": str(self.out_dir),
             "step": self.step,
             "total_steps": self.total_steps,
             "loss": last_loss,
         }
+
+    def _run_monitor(self) -> None:
+        """Online kNN and collapse metrics of the target encoder (main process); keeps best.pt."""
+        if self.monitor is not None:
+            t0 = time.perf_counter()
+            result = self.monitor(self.model.target_encoder)
+            reasons = result.pop("collapse_reasons")
+            record = {
+                "epoch": round(self.step / self.batches.steps_per_epoch, 4),
+                "monitor": True,
+                **result,
+                "monitor_s": round(time.perf_counter() - t0, 2),
+            }
+            self.loggers.log_metrics(record, self.step)
+            if reasons:
+                print(
+                    f"openjepa: warning: the target features look collapsed at step {self.step} "
+                    f"({'; '.join(reasons)}). Consider a lower optim.lr, a slower EMA (optim.ema) "
+                    "or C-JEPA's variance/covariance terms.",
+                    file=sys.stderr,
+                )
+            knn = result.get("knn_top1")
+            if knn is not None and knn > self.best_knn:
+                self.best_knn = knn
+                if self.cfg.run.keep_best:
+                    path = self.checkpoints.save_best(self.state_dict())
+                    meta = {"step": self.step, "knn_top1": knn}
+                    self.loggers.log_checkpoint(path, aliases=["best"], metadata=meta)
+        barrier(self.dist)
 
     def _save(self) -> None:
         if self.dist.is_main:

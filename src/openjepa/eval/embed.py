@@ -1,0 +1,152 @@
+"""``openjepa embed``: frozen features and labels of a dataset split, written to a file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from openjepa.data.datasets import build_dataset
+from openjepa.data.transforms import normalization_stats, normalize, resize, to_float
+from openjepa.eval.features import extract_features
+
+FORMATS = (".npz", ".npy", ".safetensors")
+
+
+def save_features(features: torch.Tensor, labels: torch.Tensor | None, out: str | Path) -> Path:
+    """Write features (and labels) as ``.npz``, ``.npy`` (+ ``NAME.labels.npy``) or ``.safetensors``.
+
+    Every file is written to a temporary name first and renamed, so no half-written file is left.
+    """
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"unknown output format {out.suffix!r} for {out}; use one of {FORMATS}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    feats = features.float().contiguous()
+    labs = None if labels is None else labels.long().contiguous()
+
+    def atomic(path: Path, write) -> None:  # noqa: ANN001 - a small local writer
+        tmp = path.with_name(f".tmp-{path.name}")
+        write(tmp)
+        os.replace(tmp, path)
+
+    if suffix == ".npz":
+
+        def write_npz(tmp: Path) -> None:
+            arrays = {"features": feats.numpy()}
+            if labs is not None:
+                arrays["labels"] = labs.numpy()
+            with tmp.open("wb") as f:
+                np.savez(f, **arrays)
+
+        atomic(out, write_npz)
+    elif suffix == ".npy":
+
+        def write_npy(array: np.ndarray):
+            def run(tmp: Path) -> None:
+                with tmp.open("wb") as f:
+                    np.save(f, array)
+
+            return run
+
+        atomic(out, write_npy(feats.numpy()))
+        if labs is not None:
+            atomic(out.with_name(out.stem + ".labels.npy"), write_npy(labs.numpy()))
+    else:
+        try:
+            from safetensors.torch import save_file
+        except ImportError as err:
+            raise ValueError(
+                "writing .safetensors needs the safetensors package: pip install safetensors "
+                "(or use .npz / .npy)"
+            ) from err
+        tensors = {"features": feats}
+        if labs is not None:
+            tensors["labels"] = labs
+        atomic(out, lambda tmp: save_file(tensors, str(tmp)))
+    return out
+
+
+def embed_to_file(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    dataset: str | None = None,
+    root: str | None = None,
+    split: str = "test",
+    encoder: str = "target",
+    last_k: int = 1,
+    samples: int | None = None,
+    batch_size: int = 256,
+    device: str = "auto",
+    precision: str = "auto",
+    progress: bool = True,
+) -> Path:
+    """Embed one split of a dataset with a checkpoint's frozen encoder and write the features.
+
+    Args:
+        checkpoint: checkpoint file or run folder.
+        out: output file (``.npz``, ``.npy`` or ``.safetensors``).
+        dataset: dataset name (default: the one the checkpoint was trained on).
+        root: dataset folder (default: the checkpoint's, or the default search).
+        split: ``train`` or ``test``.
+        encoder: ``target`` or ``context``.
+        last_k: concatenate the average-pooled outputs of the last ``k`` blocks.
+        samples: only the first ``N`` images.
+        batch_size: images per forward pass.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        precision: ``auto``, ``fp32`` or ``bf16``.
+        progress: show a progress bar.
+    """
+    from openjepa.api import load_checkpoint_config, load_encoder
+    from openjepa.train.checkpoint import find_checkpoint
+    from openjepa.train.loop import resolve_device, resolve_precision
+
+    if Path(out).suffix.lower() not in FORMATS:
+        raise ValueError(f"unknown output format {Path(out).suffix!r}; use one of {FORMATS}")
+    path = find_checkpoint(checkpoint)
+    _, cfg = load_checkpoint_config(path)
+    name = dataset or cfg.data.dataset
+    size = cfg.data.image_size
+    ds = build_dataset(
+        name, root if root is not None else cfg.data.root, split, channels=cfg.data.channels, image_size=size
+    )
+    dev = resolve_device(device)
+    amp = resolve_precision(precision, dev)
+    model = load_encoder(path, encoder, dev)
+    channels = int(model.patch_embed.proj.weight.shape[1])
+    mean, std = normalization_stats(name, channels)
+
+    def preprocess(batch: torch.Tensor) -> torch.Tensor:
+        x = to_float(batch)
+        if x.shape[-2:] != (size, size):
+            x = resize(x, (size, size))
+        return normalize(x, mean, std)
+
+    n = len(ds) if samples is None else min(samples, len(ds))
+    images = getattr(ds, "images", None)
+    labels = getattr(ds, "labels", None)
+    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
+        source: object = images[:n]
+        given_labels: torch.Tensor | None = labels[:n]
+    else:
+        subset = torch.utils.data.Subset(ds, range(n))
+        source = torch.utils.data.DataLoader(subset, batch_size=batch_size, num_workers=0)
+        given_labels = None
+    autocast = torch.autocast(dev.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+    with autocast:
+        feats, labs = extract_features(
+            model,
+            source,  # type: ignore[arg-type]
+            given_labels,
+            batch_size=batch_size,
+            device=dev,
+            last_k_blocks=last_k,
+            preprocess=preprocess,
+            progress=progress,
+        )
+    return save_features(feats, labs, out)

@@ -1,0 +1,407 @@
+"""Export openjepa encoders for Hugging Face ``transformers`` (``IJepaModel``) or as bare safetensors, and
+import ``IJepaModel`` checkpoints as openjepa run folders.
+
+Key names, openjepa ``VisionTransformer`` → ``IJepaModel``, in the layout of the converted I-JEPA
+checkpoints on the Hugging Face Hub (transformers 4.x loads it as it is; transformers 5 writes the same
+layout with ``save_pretrained`` and renames it internally when loading)::
+
+    patch_embed.proj     → embeddings.patch_embeddings.projection
+    pos_embed            → embeddings.position_embeddings
+    blocks.i.norm1       → encoder.layer.i.layernorm_before
+    blocks.i.attn.qkv    → encoder.layer.i.attention.attention.{query, key, value}   (rows split in thirds)
+    blocks.i.attn.proj   → encoder.layer.i.attention.output.dense
+    blocks.i.norm2       → encoder.layer.i.layernorm_after
+    blocks.i.mlp.fc1     → encoder.layer.i.intermediate.dense
+    blocks.i.mlp.fc2     → encoder.layer.i.output.dense
+    norm                 → layernorm
+
+On the same weights ``IJepaModel`` computes the same function as openjepa's encoder (patch conv plus
+position embeddings, no CLS token, pre-norm blocks with exact GELU, a final LayerNorm): its
+``last_hidden_state`` is openjepa's tokens. Where they differ:
+
+- its position embeddings are a learnable ``Parameter``; openjepa's are a fixed buffer. Values are copied.
+- ``IJepaConfig`` defaults to ``layer_norm_eps=1e-12``; I-JEPA and openjepa use 1e-6, which the export
+  writes. Importing a config with another eps warns (openjepa builds 1e-6).
+- ``interpolate_pos_encoding=True`` resizes its position embeddings (bicubic) for other image sizes;
+  openjepa encodes the size it was built for and refuses others.
+- it has an optional pooler (first token → dense → tanh), off by default, that I-JEPA never trained; it
+  is not exported, and dropped (with a warning) on import, like a classification head.
+- it always embeds every patch; openjepa can encode a subset (the context of a JEPA step).
+
+A Hugging Face checkpoint holds one encoder and no predictor. ``import_hf`` writes it as both encoders
+of the run folder and writes no predictor: ``load_encoder``, ``openjepa info`` and ``openjepa eval knn``
+work; ``load_model`` reports the missing predictor keys.
+
+The bare export, ``export_safetensors``, writes the encoder's own state dict (openjepa key names) and,
+beside it, a JSON file of the ``VisionTransformer`` arguments; ``load_safetensors_encoder`` reads both.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from openjepa.api import load_encoder
+from openjepa.interop.reference import IJepaArchitecture, check_state_dict, save_imported_run, size_name
+from openjepa.models.build import build_encoder
+from openjepa.models.vit import VIT_SIZES, VisionTransformer
+from openjepa.train.checkpoint import CheckpointMismatchError, load_state_dict_strict
+
+__all__ = [
+    "export_hf",
+    "export_safetensors",
+    "from_hf_state_dict",
+    "hf_architecture",
+    "hf_config",
+    "hf_key_map",
+    "import_hf",
+    "load_safetensors_encoder",
+    "to_hf_state_dict",
+]
+
+HF_CONFIG_NAME = "config.json"
+HF_WEIGHTS_NAME = "model.safetensors"
+HF_INDEX_NAME = "model.safetensors.index.json"
+SAFETENSORS_FORMAT = "openjepa-vit-encoder"
+
+_HF_BLOCK_NAMES = (
+    ("norm1", "layernorm_before"),
+    ("attn.proj", "attention.output.dense"),
+    ("norm2", "layernorm_after"),
+    ("mlp.fc1", "intermediate.dense"),
+    ("mlp.fc2", "output.dense"),
+)
+_QKV_PARTS = ("query", "key", "value")
+_QKV_RE = re.compile(r"^blocks\.(\d+)\.attn\.qkv\.(weight|bias)$")
+_HF_QKV_RE = re.compile(r"^encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.(weight|bias)$")
+_HF_BASE_PREFIX = "ijepa."  # IJepaForImageClassification keeps the encoder under this name
+_HF_POOLER_PREFIX = "pooler."
+_HF_DEFAULT_EPS = 1e-12  # IJepaConfig's default when config.json does not say
+_OPENJEPA_EPS = 1e-6
+_VIT_ARGS = (
+    "img_size",
+    "patch_size",
+    "in_chans",
+    "embed_dim",
+    "depth",
+    "num_heads",
+    "mlp_ratio",
+    "qkv_bias",
+    "norm_eps",
+)
+
+
+def _safetensors() -> ModuleType:
+    try:
+        import safetensors.torch
+    except ImportError as err:
+        raise ImportError(
+            "this needs the safetensors package: pip install 'openjepa[hf]' (or pip install safetensors)"
+        ) from err
+    return safetensors.torch
+
+
+# --------------------------------------------------------------------------------------------------
+# Key names and config
+# --------------------------------------------------------------------------------------------------
+
+
+def hf_key_map(depth: int) -> dict[str, str]:
+    """openjepa encoder key → ``IJepaModel`` key, for every tensor except the fused ``blocks.i.attn.qkv``."""
+    modules = {"patch_embed.proj": "embeddings.patch_embeddings.projection", "norm": "layernorm"}
+    for i in range(depth):
+        for ours, theirs in _HF_BLOCK_NAMES:
+            modules[f"blocks.{i}.{ours}"] = f"encoder.layer.{i}.{theirs}"
+    keys = {"pos_embed": "embeddings.position_embeddings"}
+    for ours, theirs in modules.items():
+        keys.update({f"{ours}.weight": f"{theirs}.weight", f"{ours}.bias": f"{theirs}.bias"})
+    return keys
+
+
+def to_hf_state_dict(state: Mapping[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
+    """An openjepa encoder state dict in ``IJepaModel`` key names (qkv split into query, key, value)."""
+    keys = hf_key_map(depth)
+    out = {}
+    for key, value in state.items():
+        match = _QKV_RE.match(key)
+        if match:
+            block, kind = match.groups()
+            # Attention reads the qkv output as (B, L, 3, heads, head_dim): rows [q; k; v], D rows each,
+            # heads contiguous within each, which is the layout of IJepaModel's separate projections.
+            for part, chunk in zip(_QKV_PARTS, value.chunk(3, dim=0), strict=True):  # each (D, D) or (D,)
+                out[f"encoder.layer.{block}.attention.attention.{part}.{kind}"] = chunk.clone()
+        elif key in keys:
+            out[keys[key]] = value
+        else:
+            raise ValueError(f"no Hugging Face name for encoder key {key!r}")
+    return out
+
+
+def from_hf_state_dict(state: Mapping[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
+    """An ``IJepaModel`` state dict in openjepa encoder key names (query, key, value fused into qkv).
+
+    Keys with no openjepa name are kept as they are, so a strict load reports them as unexpected.
+    """
+    inverse = {theirs: ours for ours, theirs in hf_key_map(depth).items()}
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        match = _HF_QKV_RE.match(key)
+        if match:
+            block, part, kind = match.groups()
+            qkv.setdefault(f"blocks.{block}.attn.qkv.{kind}", {})[part] = value
+        else:
+            out[inverse.get(key, key)] = value
+    for key, parts in qkv.items():
+        missing = [part for part in _QKV_PARTS if part not in parts]
+        if missing:
+            raise CheckpointMismatchError(f"the Hugging Face checkpoint lacks the {missing} parts of {key}")
+        out[key] = torch.cat([parts[part] for part in _QKV_PARTS], dim=0)  # (3D, D) or (3D,)
+    return out
+
+
+def hf_config(encoder: VisionTransformer) -> dict[str, Any]:
+    """The ``config.json`` of an ``IJepaModel`` with the architecture of ``encoder``."""
+    state = encoder.state_dict()
+    height, width = encoder.patch_embed.img_size
+    return {
+        "architectures": ["IJepaModel"],
+        "model_type": "ijepa",
+        "hidden_size": encoder.embed_dim,
+        "num_hidden_layers": encoder.depth,
+        "num_attention_heads": encoder.num_heads,
+        "intermediate_size": state["blocks.0.mlp.fc1.weight"].shape[0],
+        "hidden_act": "gelu",  # exact (erf) GELU, as nn.GELU()
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "initializer_range": 0.02,
+        "layer_norm_eps": encoder.norm.eps,
+        "image_size": height if height == width else [height, width],
+        "patch_size": encoder.patch_embed.patch_size,
+        "num_channels": encoder.patch_embed.in_chans,
+        "qkv_bias": "blocks.0.attn.qkv.bias" in state,
+    }
+
+
+def hf_architecture(config: Mapping[str, Any]) -> IJepaArchitecture:
+    """The architecture described by an ``IJepaModel`` ``config.json``.
+
+    Raises:
+        ValueError: If it is not an I-JEPA config, or describes something openjepa does not build
+            (another activation, no qkv bias, non-square images or patches).
+    """
+    if config.get("model_type") != "ijepa":
+        raise ValueError(f"not an I-JEPA config: model_type is {config.get('model_type')!r}, not 'ijepa'")
+    required = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_size")
+    missing = [key for key in (*required, "patch_size") if key not in config]
+    if missing:
+        raise ValueError(f"the I-JEPA config lacks {missing}")
+    if config.get("hidden_act", "gelu") != "gelu":
+        raise ValueError(f"hidden_act is {config['hidden_act']!r}; openjepa's MLP uses exact GELU ('gelu')")
+    if not config.get("qkv_bias", True):
+        raise ValueError("qkv_bias is false; openjepa's encoder always has a qkv bias")
+    eps = config.get("layer_norm_eps", _HF_DEFAULT_EPS)
+    if eps != _OPENJEPA_EPS:
+        warnings.warn(
+            f"layer_norm_eps is {eps}; openjepa builds 1e-6 (I-JEPA's value), so outputs differ slightly",
+            stacklevel=2,
+        )
+    image_size = _square(config["image_size"], "image_size")
+    patch_size = _square(config["patch_size"], "patch_size")
+    if image_size % patch_size:
+        raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+    return IJepaArchitecture(
+        image_size=image_size,
+        patch_size=patch_size,
+        in_chans=int(config.get("num_channels", 3)),
+        embed_dim=int(config["hidden_size"]),
+        depth=int(config["num_hidden_layers"]),
+        num_heads=int(config["num_attention_heads"]),
+        mlp_hidden_dim=int(config["intermediate_size"]),
+    )
+
+
+def _square(value: int | list[int], name: str) -> int:
+    if isinstance(value, int):
+        return value
+    if len(value) == 2 and value[0] == value[1]:
+        return int(value[0])
+    raise ValueError(f"{name} is {value}; openjepa supports square images and patches only")
+
+
+# --------------------------------------------------------------------------------------------------
+# Hugging Face export and import
+# --------------------------------------------------------------------------------------------------
+
+
+def export_hf(ckpt_or_run: str | Path, out_dir: str | Path, encoder: str = "target") -> Path:
+    """Write an encoder as a folder that ``transformers.IJepaModel.from_pretrained`` loads.
+
+    The folder gets ``config.json`` and ``model.safetensors`` (existing files of those names are replaced).
+
+    Args:
+        ckpt_or_run: An openjepa checkpoint file or run folder.
+        out_dir: The folder to write (created if needed).
+        encoder: ``"target"`` (the EMA encoder, default) or ``"context"``.
+
+    Returns:
+        ``out_dir``.
+
+    Example:
+        >>> export_hf("runs/demo", "hf/demo")
+        >>> model = transformers.IJepaModel.from_pretrained("hf/demo")
+        >>> tokens = model(pixel_values=images).last_hidden_state  # (B, N, D)
+    """
+    st = _safetensors()
+    vit = load_encoder(ckpt_or_run, encoder)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.contiguous() for k, v in to_hf_state_dict(vit.state_dict(), vit.depth).items()}
+    st.save_file(tensors, out_dir / HF_WEIGHTS_NAME, metadata={"format": "pt"})
+    (out_dir / HF_CONFIG_NAME).write_text(json.dumps(hf_config(vit), indent=2) + "\n", encoding="utf-8")
+    return out_dir
+
+
+def import_hf(hf_dir: str | Path, out_dir: str | Path) -> Path:
+    """Convert an ``IJepaModel`` folder (``config.json`` + safetensors weights) into an openjepa run folder.
+
+    The encoder becomes both openjepa encoders; there is no predictor (see the module docstring). An
+    ``IJepaForImageClassification`` folder works too: its classifier head is dropped with a warning.
+
+    Args:
+        hf_dir: A local folder written by ``save_pretrained`` or :func:`export_hf` (download Hub models
+            first, e.g. with ``huggingface_hub.snapshot_download``).
+        out_dir: The run folder to create; must not hold a checkpoint yet.
+
+    Returns:
+        The written checkpoint, ``out_dir/checkpoints/latest.pt``.
+    """
+    hf_dir = Path(hf_dir)
+    config_path = hf_dir / HF_CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{hf_dir} has no {HF_CONFIG_NAME}; pass a folder written by save_pretrained")
+    arch = hf_architecture(json.loads(config_path.read_text(encoding="utf-8")))
+    state = from_hf_state_dict(_encoder_tensors(_read_hf_weights(hf_dir)), arch.depth)
+    cfg = arch.to_config()
+    check_state_dict(lambda: build_encoder(cfg, arch.in_chans), state, "encoder (renamed Hugging Face keys)")
+    model = {f"{sub}.{key}": value for sub in ("encoder", "target_encoder") for key, value in state.items()}
+    imported_from = {
+        "format": "transformers-ijepa",
+        "path": str(hf_dir),
+        "predictor": "none: a Hugging Face I-JEPA checkpoint holds only the encoder",
+    }
+    return save_imported_run(out_dir, model, arch, imported_from)
+
+
+def _read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
+    st = _safetensors()
+    single, index = hf_dir / HF_WEIGHTS_NAME, hf_dir / HF_INDEX_NAME
+    if single.is_file():
+        return st.load_file(single)
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        return {key: value for shard in shards for key, value in st.load_file(hf_dir / shard).items()}
+    raise FileNotFoundError(
+        f"{hf_dir} has no {HF_WEIGHTS_NAME} (nor {HF_INDEX_NAME}); openjepa reads safetensors only. Convert "
+        "other weights with transformers: IJepaModel.from_pretrained(DIR).save_pretrained(NEW_DIR)"
+    )
+
+
+def _encoder_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The encoder's tensors without a wrapper prefix; heads (classifier, pooler) dropped with a warning."""
+    if any(key.startswith(_HF_BASE_PREFIX) for key in state):
+        kept = {k[len(_HF_BASE_PREFIX) :]: v for k, v in state.items() if k.startswith(_HF_BASE_PREFIX)}
+        dropped = [key for key in state if not key.startswith(_HF_BASE_PREFIX)]
+    else:
+        kept, dropped = dict(state), []
+    dropped += [key for key in kept if key.startswith(_HF_POOLER_PREFIX)]
+    if dropped:
+        warnings.warn(f"ignoring {len(dropped)} tensors outside the encoder: {dropped[:6]}", stacklevel=3)
+    return {key: value for key, value in kept.items() if not key.startswith(_HF_POOLER_PREFIX)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Bare safetensors
+# --------------------------------------------------------------------------------------------------
+
+
+def export_safetensors(ckpt_or_run: str | Path, out_path: str | Path, encoder: str = "target") -> Path:
+    """Write an encoder's weights as safetensors (openjepa key names) and its architecture as JSON beside it.
+
+    Args:
+        ckpt_or_run: An openjepa checkpoint file or run folder.
+        out_path: The weights file; must end in ``.safetensors``. The architecture goes to the same path
+            with ``.json`` (``encoder.safetensors`` → ``encoder.json``).
+        encoder: ``"target"`` (the EMA encoder, default) or ``"context"``.
+
+    Returns:
+        ``out_path``.
+
+    Example:
+        >>> export_safetensors("runs/demo", "exports/demo.safetensors")
+        >>> encoder = load_safetensors_encoder("exports/demo.safetensors")
+    """
+    st = _safetensors()
+    out_path = Path(out_path)
+    if out_path.suffix != ".safetensors":
+        raise ValueError(f"{out_path} must end in .safetensors (the architecture goes beside it as .json)")
+    vit = load_encoder(ckpt_or_run, encoder)
+    height, width = vit.patch_embed.img_size
+    state = vit.state_dict()
+    hidden = state["blocks.0.mlp.fc1.weight"].shape[0]
+    arch = {
+        "format": SAFETENSORS_FORMAT,
+        "img_size": height if height == width else [height, width],
+        "patch_size": vit.patch_embed.patch_size,
+        "in_chans": vit.patch_embed.in_chans,
+        "embed_dim": vit.embed_dim,
+        "depth": vit.depth,
+        "num_heads": vit.num_heads,
+        "mlp_ratio": VIT_SIZES[size_name(vit.embed_dim, hidden)].mlp_ratio,
+        "qkv_bias": "blocks.0.attn.qkv.bias" in state,
+        "norm_eps": vit.norm.eps,
+        "encoder": encoder,
+        "source": str(ckpt_or_run),
+    }
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.contiguous() for k, v in state.items()}
+    st.save_file(tensors, out_path, metadata={"format": "pt"})
+    out_path.with_suffix(".json").write_text(json.dumps(arch, indent=2) + "\n", encoding="utf-8")
+    return out_path
+
+
+def load_safetensors_encoder(path: str | Path, device: str | torch.device = "cpu") -> VisionTransformer:
+    """Load an encoder written by :func:`export_safetensors`, in eval mode.
+
+    Args:
+        path: The ``.safetensors`` file; its ``.json`` architecture file must be beside it.
+        device: Where to put the encoder.
+
+    Raises:
+        FileNotFoundError: If the weights or the architecture file is missing.
+        ValueError: If the JSON is not an openjepa encoder architecture.
+        CheckpointMismatchError: If the weights do not fit the architecture.
+    """
+    st = _safetensors()
+    path = Path(path)
+    arch_path = path.with_suffix(".json")
+    for needed in (path, arch_path):
+        if not needed.is_file():
+            raise FileNotFoundError(f"{needed} not found; export_safetensors writes the weights and the JSON")
+    arch = json.loads(arch_path.read_text(encoding="utf-8"))
+    missing = [key for key in _VIT_ARGS if key not in arch]
+    if arch.get("format") != SAFETENSORS_FORMAT or missing:
+        raise ValueError(
+            f"{arch_path} is not an openjepa encoder architecture: expected format {SAFETENSORS_FORMAT!r} "
+            f"and the keys {list(_VIT_ARGS)} (missing {missing})"
+        )
+    vit = VisionTransformer(**{key: arch[key] for key in _VIT_ARGS})
+    load_state_dict_strict(vit, st.load_file(path), f"encoder of {path.name}")
+    return vit.to(device).eval()
