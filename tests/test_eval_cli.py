@@ -5,29 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny_run import TINY
 
 import openjepa
 from openjepa import cli
 from openjepa.eval.protocols import lowshot_indices, write_eval_section
 
-TINY = [
-    "data.dataset=synthetic",
-    "data.image_size=16",
-    "model.patch_size=4",
-    "model.depth=2",
-    "model.embed_dim=32",
-    "model.num_heads=2",
-    "model.pred_depth=1",
-    "model.pred_dim=16",
-    "masks.min_keep=2",
-    "optim.batch_size=16",
-    "optim.epochs=1",
-    "optim.warmup_epochs=0.01",
-    "run.device=cpu",
-    "run.precision=fp32",
-    "run.progress=false",
-    "run.max_steps=3",
-]
+TINY = [*TINY, "run.log_every=10", "run.max_steps=3"]
 COMMON = [
     "--no-progress",
     "--device",

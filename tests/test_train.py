@@ -7,32 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_run import TINY
 
 import openjepa
 from openjepa import cli
 from openjepa.config import load_config
 from openjepa.train.checkpoint import load_checkpoint
 from openjepa.train.loop import NonFiniteLossError, Trainer
-
-# A tiny but complete run: synthetic 16 px images, a 2-block ViT, 4x4 patch grid.
-TINY = [
-    "data.dataset=synthetic",
-    "data.image_size=16",
-    "model.patch_size=4",
-    "model.depth=2",
-    "model.embed_dim=32",
-    "model.num_heads=2",
-    "model.pred_depth=1",
-    "model.pred_dim=16",
-    "masks.min_keep=2",
-    "optim.batch_size=16",
-    "optim.epochs=1",
-    "optim.warmup_epochs=0.01",
-    "run.device=cpu",
-    "run.precision=fp32",
-    "run.progress=false",
-    "run.log_every=1",
-]
 
 
 def tiny(tmp_path: Path, name: str, *extra: str) -> list[str]:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_run import TINY
 
 import openjepa
 from openjepa import cli
@@ -20,26 +21,7 @@ from openjepa.viz.cli import add_commands
 from openjepa.viz.maps import LINE, MIN_CELL, PAD
 from openjepa.viz.report import nice_ticks, table_html
 
-# A tiny run: synthetic 16 px RGB images, a 2-block ViT, 4x4 patch grid, a few steps (as in test_train.py).
-TINY = [
-    "data.dataset=synthetic",
-    "data.image_size=16",
-    "model.patch_size=4",
-    "model.depth=2",
-    "model.embed_dim=32",
-    "model.num_heads=2",
-    "model.pred_depth=1",
-    "model.pred_dim=16",
-    "masks.min_keep=2",
-    "optim.batch_size=16",
-    "optim.epochs=1",
-    "optim.warmup_epochs=0.01",
-    "run.device=cpu",
-    "run.precision=fp32",
-    "run.progress=false",
-    "run.log_every=1",
-    "run.max_steps=3",
-]
+TINY = [*TINY, "run.max_steps=3"]
 
 
 def tiny_vit(img_size, patch_size, in_chans=1, depth=2, dim=16, heads=2, **kw) -> VisionTransformer:
