@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -50,7 +49,9 @@ def load_eval_data(
     return EvalData(*splits[0], *splits[1], mean, std, image_size)
 
 
-def _preprocess(data: EvalData):
+def eval_preprocess(data: EvalData):
+    """The callable that turns a batch of raw images into the encoder's input: float, resized, normalised."""
+
     def run(batch: torch.Tensor) -> torch.Tensor:
         x = to_float(batch)
         if x.shape[-1] != data.image_size or x.shape[-2] != data.image_size:
@@ -82,7 +83,7 @@ def knn_of_encoder(
                 images,
                 batch_size=batch_size,
                 device=device,
-                preprocess=_preprocess(data),
+                preprocess=eval_preprocess(data),
                 progress=progress,
             )[0]
             for images in (data.train_images, data.test_images)
@@ -94,7 +95,7 @@ def knn_of_pixels(
     data: EvalData, k: tuple[int, ...] = (10, 20, 200), temperature: float = 0.07
 ) -> dict[int, float]:
     """kNN accuracy on normalised raw pixels (the same preprocessing as the encoders get)."""
-    prep = _preprocess(data)
+    prep = eval_preprocess(data)
     return knn_accuracy_pixels(
         prep(data.train_images),
         data.train_labels,
@@ -103,13 +104,3 @@ def knn_of_pixels(
         k=k,
         temperature=temperature,
     )
-
-
-def format_table(rows: list[dict[str, Any]], k: tuple[int, ...]) -> str:
-    """A plain-text table: one row per evaluated model, one column per k."""
-    name_w = max(len("model"), *(len(r["name"]) for r in rows))
-    header = f"{'model':<{name_w}}  " + "  ".join(f"{f'kNN k={kk}':>10}" for kk in k)
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        lines.append(f"{r['name']:<{name_w}}  " + "  ".join(f"{r['knn'][kk]:>9.2f}%" for kk in k))
-    return "\n".join(lines)

@@ -19,7 +19,7 @@ from torch import nn
 
 from openjepa.eval.features import extract_features
 from openjepa.eval.finetune import finetune
-from openjepa.eval.knn_eval import EvalData, _preprocess
+from openjepa.eval.knn_eval import EvalData, eval_preprocess
 from openjepa.eval.linear import linear_probe
 
 #: Label fractions of the low-shot protocol.
@@ -55,7 +55,7 @@ def encoder_features(
             batch_size=batch_size,
             device=device,
             last_k_blocks=last_k,
-            preprocess=_preprocess(data),
+            preprocess=eval_preprocess(data),
             progress=progress,
         )
     dim = feats.shape[1] // last_k
@@ -67,7 +67,7 @@ def encoder_features(
 
 def pixel_features(images: torch.Tensor, data: EvalData) -> torch.Tensor:
     """Normalised raw pixels, flattened: ``(N, C·H·W)``."""
-    return _preprocess(data)(images).flatten(1)
+    return eval_preprocess(data)(images).flatten(1)
 
 
 def lowshot_indices(labels: torch.Tensor, fraction: float, seed: int = 0) -> torch.Tensor:
@@ -144,7 +144,7 @@ def finetune_rows(
             train_labels,
             data.test_images,
             data.test_labels,
-            preprocess=_preprocess(data),
+            preprocess=eval_preprocess(data),
             progress=progress,
             **(finetune_kw or {}),
         )
