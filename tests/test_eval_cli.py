@@ -47,12 +47,18 @@ def test_knn_linear_finetune_lowshot_fill_one_eval_json(run, capsys):
     assert all(0 <= r["k5"] <= 100 and 0 <= r["k10"] <= 100 for r in knn["rows"])
     assert knn["rows"][0]["k5"] > 30.0  # synthetic classes separate in pixel space (chance: 10 %)
 
-    assert cli.main(["eval", "linear", str(run), "--baselines", "--epochs", "3", *COMMON]) == 0
+    assert (
+        cli.main(
+            ["eval", "linear", str(run), "--baselines", "--epochs", "3", "--lrs", "1e-3", "1e-2", *COMMON]
+        )
+        == 0
+    )
     linear = sections(run)["linear"]
     assert [r["name"].split(" (")[0] for r in linear["rows"]] == names
     assert linear["rows"][0]["features"] == "pixels"
     assert {r["features"] for r in linear["rows"][1:]} <= {"last1", "last2"}  # depth 2 caps last4
     assert linear["settings"]["val_samples"] == 40 and linear["settings"]["train_samples"] == 360
+    assert linear["settings"]["lrs"] == [1e-3, 1e-2] and {r["lr"] for r in linear["rows"]} <= {1e-3, 1e-2}
     assert "knn" in sections(run)  # sections are merged, not overwritten
 
     assert cli.main(["eval", "finetune", str(run), "--ft-epochs", "1", "--ft-batch-size", "64", *COMMON]) == 0

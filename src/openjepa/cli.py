@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from openjepa.config import ConfigError, describe
+from openjepa.eval.linear import DEFAULT_LRS
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
@@ -183,6 +184,7 @@ def _cmd_eval_linear(args: argparse.Namespace) -> int:
         models,
         ctx["data"],
         epochs=args.epochs,
+        lrs=args.lrs,
         seed=args.seed,
         feature_kw=_feature_kw(ctx),
         progress=ctx["progress"],
@@ -234,6 +236,7 @@ def _cmd_eval_lowshot(args: argparse.Namespace) -> int:
             data,
             index,
             epochs=args.epochs,
+            lrs=args.lrs,
             seed=args.seed,
             feature_kw=_feature_kw(ctx),
             progress=ctx["progress"],
@@ -362,6 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--seed", type=int, default=0, help="seeds splits, subsets and training (0)")
         if proto in ("linear", "lowshot"):
             e.add_argument("--epochs", type=int, default=50, help="linear-probe epochs (50)")
+            e.add_argument(
+                "--lrs",
+                type=float,
+                nargs="+",
+                default=list(DEFAULT_LRS),
+                help=f"linear-probe AdamW learning rates ({' '.join(f'{lr:g}' for lr in DEFAULT_LRS)})",
+            )
         if proto in ("finetune", "lowshot"):
             e.add_argument("--ft-epochs", type=int, help="fine-tuning epochs (10)")
             e.add_argument("--ft-lr", type=float, help="fine-tuning LR per 256 images (1e-3)")

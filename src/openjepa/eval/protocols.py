@@ -20,7 +20,7 @@ from torch import nn
 from openjepa.eval.features import extract_features
 from openjepa.eval.finetune import finetune
 from openjepa.eval.knn_eval import EvalData, eval_preprocess
-from openjepa.eval.linear import linear_probe
+from openjepa.eval.linear import DEFAULT_LRS, linear_probe
 
 #: Label fractions of the low-shot protocol.
 LOWSHOT_FRACTIONS = (0.01, 0.1)
@@ -92,6 +92,7 @@ def linear_rows(
     train_index: torch.Tensor | None = None,
     *,
     epochs: int = 50,
+    lrs: Sequence[float] = DEFAULT_LRS,
     seed: int = 0,
     feature_kw: dict[str, Any] | None = None,
     progress: bool = True,
@@ -109,7 +110,14 @@ def linear_rows(
             train_f = encoder_features(model, train_images, data, **feature_kw)
             test_f = encoder_features(model, data.test_images, data, **feature_kw)
         res = linear_probe(
-            train_f, train_labels, test_f, data.test_labels, epochs=epochs, seed=seed, progress=progress
+            train_f,
+            train_labels,
+            test_f,
+            data.test_labels,
+            lrs=lrs,
+            epochs=epochs,
+            seed=seed,
+            progress=progress,
         )
         rows.append(
             {
