@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from canary import Canary
 from torch import nn
 
 from openjepa.train.checkpoint import (
@@ -17,20 +18,6 @@ from openjepa.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-
-
-class Canary:
-    """Unpickling an instance writes a marker file, so a test can tell whether unpickling ran."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __getstate__(self) -> dict:
-        return {"marker": self.marker}
-
-    def __setstate__(self, state: dict) -> None:
-        Path(state["marker"]).write_text("unpickled")
-        self.marker = state["marker"]
 
 
 def assert_equal(a, b):

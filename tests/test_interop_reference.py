@@ -281,18 +281,7 @@ def test_imported_run_evaluates_with_knn(tmp_path, capsys):
 # --------------------------------------------------------------------------------------------------
 
 
-class Canary:
-    """Unpickling an instance writes a marker file, so a test can tell whether unpickling ran."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __getstate__(self) -> dict:
-        return {"marker": self.marker}
-
-    def __setstate__(self, state: dict) -> None:
-        Path(state["marker"]).write_text("unpickled")
-        self.marker = state["marker"]
+from canary import Canary
 
 
 def test_file_needing_pickle_is_refused_unless_trusted(tmp_path):
