@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from canary import Canary
 
 import openjepa
 from openjepa.cli import main as openjepa_main
@@ -279,9 +280,6 @@ def test_imported_run_evaluates_with_knn(tmp_path, capsys):
 # --------------------------------------------------------------------------------------------------
 # Safety and errors
 # --------------------------------------------------------------------------------------------------
-
-
-from canary import Canary
 
 
 def test_file_needing_pickle_is_refused_unless_trusted(tmp_path):
