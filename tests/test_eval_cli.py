@@ -137,7 +137,31 @@ def test_embed_writes_npz_and_npy_with_labels(run, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "g.labels.npy"), z["labels"])
     # the last block's pooled features are the last D columns of the last-2 concatenation
     np.testing.assert_allclose(g[:, 32:], z["features"], rtol=1e-5, atol=1e-6)
-    assert list(tmp_path.glob(".tmp-*")) == []
+    pytest.importorskip("safetensors")
+    from safetensors.torch import load_file
+
+    assert (
+        cli.main(
+            [
+                "embed",
+                str(run),
+                "--out",
+                str(tmp_path / "h.safetensors"),
+                "--samples",
+                "50",
+                "--no-progress",
+                "--device",
+                "cpu",
+                "--precision",
+                "fp32",
+            ]
+        )
+        == 0
+    )
+    h = load_file(str(tmp_path / "h.safetensors"))
+    np.testing.assert_allclose(h["features"].numpy(), z["features"], rtol=1e-5, atol=1e-6)
+    assert torch.equal(h["labels"], torch.from_numpy(z["labels"]))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_embed_rejects_unknown_format(run, tmp_path, capsys):

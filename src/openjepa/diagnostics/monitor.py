@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from openjepa.data.transforms import normalize, resize, to_float
 from openjepa.diagnostics.collapse import collapse_metrics, collapse_warnings
 from openjepa.eval.features import extract_features
 from openjepa.eval.knn import knn_classify
+from openjepa.eval.knn_eval import encoder_input
 
 
 def _images_and_labels(dataset: Any, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,15 +70,9 @@ class OnlineMonitor:
         self.bank_images, self.bank_labels = _images_and_labels(dataset, torch.arange(train_samples))
         self.query_images, self.query_labels = _images_and_labels(dataset, torch.arange(n - val_samples, n))
         self.has_labels = bool((self.bank_labels >= 0).all() and (self.query_labels >= 0).all())
-        self.image_size, self.mean, self.std = image_size, mean, std
+        self.preprocess = encoder_input(image_size, mean, std)
         self.k, self.temperature, self.batch_size = k, temperature, batch_size
         self.device, self.amp_dtype = torch.device(device), amp_dtype
-
-    def _preprocess(self, batch: torch.Tensor) -> torch.Tensor:
-        x = to_float(batch)
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            x = resize(x, (self.image_size, self.image_size))
-        return normalize(x, self.mean, self.std)
 
     def _embed(self, encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
         autocast = (
@@ -92,7 +86,7 @@ class OnlineMonitor:
                 images,
                 batch_size=self.batch_size,
                 device=self.device,
-                preprocess=self._preprocess,
+                preprocess=self.preprocess,
                 progress=False,
             )
         return feats

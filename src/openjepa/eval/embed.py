@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from openjepa.data.datasets import build_dataset
-from openjepa.data.transforms import normalization_stats, normalize, resize, to_float
+from openjepa.data.transforms import normalization_stats
 from openjepa.eval.features import extract_features
+from openjepa.eval.knn_eval import encoder_input
+from openjepa.train.checkpoint import atomic_write
 
 FORMATS = (".npz", ".npy", ".safetensors")
 
@@ -19,7 +20,7 @@ FORMATS = (".npz", ".npy", ".safetensors")
 def save_features(features: torch.Tensor, labels: torch.Tensor | None, out: str | Path) -> Path:
     """Write features (and labels) as ``.npz``, ``.npy`` (+ ``NAME.labels.npy``) or ``.safetensors``.
 
-    Every file is written to a temporary name first and renamed, so no half-written file is left.
+    Every file is written atomically (a temporary file, fsync, rename): no half-written file is left.
     """
     out = Path(out)
     suffix = out.suffix.lower()
@@ -29,36 +30,18 @@ def save_features(features: torch.Tensor, labels: torch.Tensor | None, out: str 
     feats = features.float().contiguous()
     labs = None if labels is None else labels.long().contiguous()
 
-    def atomic(path: Path, write) -> None:  # noqa: ANN001 - a small local writer
-        tmp = path.with_name(f".tmp-{path.name}")
-        write(tmp)
-        os.replace(tmp, path)
-
     if suffix == ".npz":
-
-        def write_npz(tmp: Path) -> None:
-            arrays = {"features": feats.numpy()}
-            if labs is not None:
-                arrays["labels"] = labs.numpy()
-            with tmp.open("wb") as f:
-                np.savez(f, **arrays)
-
-        atomic(out, write_npz)
-    elif suffix == ".npy":
-
-        def write_npy(array: np.ndarray):
-            def run(tmp: Path) -> None:
-                with tmp.open("wb") as f:
-                    np.save(f, array)
-
-            return run
-
-        atomic(out, write_npy(feats.numpy()))
+        arrays = {"features": feats.numpy()}
         if labs is not None:
-            atomic(out.with_name(out.stem + ".labels.npy"), write_npy(labs.numpy()))
+            arrays["labels"] = labs.numpy()
+        atomic_write(out, lambda f: np.savez(f, **arrays))
+    elif suffix == ".npy":
+        atomic_write(out, lambda f: np.save(f, feats.numpy()))
+        if labs is not None:
+            atomic_write(out.with_name(out.stem + ".labels.npy"), lambda f: np.save(f, labs.numpy()))
     else:
         try:
-            from safetensors.torch import save_file
+            from safetensors.torch import save
         except ImportError as err:
             raise ValueError(
                 "writing .safetensors needs the safetensors package: pip install safetensors "
@@ -67,7 +50,7 @@ def save_features(features: torch.Tensor, labels: torch.Tensor | None, out: str 
         tensors = {"features": feats}
         if labs is not None:
             tensors["labels"] = labs
-        atomic(out, lambda tmp: save_file(tensors, str(tmp)))
+        atomic_write(out, lambda f: f.write(save(tensors)))
     return out
 
 
@@ -121,12 +104,7 @@ def embed_to_file(
     channels = int(model.patch_embed.proj.weight.shape[1])
     mean, std = normalization_stats(name, channels)
 
-    def preprocess(batch: torch.Tensor) -> torch.Tensor:
-        x = to_float(batch)
-        if x.shape[-2:] != (size, size):
-            x = resize(x, (size, size))
-        return normalize(x, mean, std)
-
+    preprocess = encoder_input(size, mean, std)
     n = len(ds) if samples is None else min(samples, len(ds))
     images = getattr(ds, "images", None)
     labels = getattr(ds, "labels", None)

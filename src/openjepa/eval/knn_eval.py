@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -49,16 +50,23 @@ def load_eval_data(
     return EvalData(*splits[0], *splits[1], mean, std, image_size)
 
 
-def eval_preprocess(data: EvalData):
-    """The callable that turns a batch of raw images into the encoder's input: float, resized, normalised."""
+def encoder_input(
+    image_size: int, mean: tuple[float, ...], std: tuple[float, ...]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The callable that turns a batch of raw images into an encoder's input: float, resized, normalised."""
 
     def run(batch: torch.Tensor) -> torch.Tensor:
         x = to_float(batch)
-        if x.shape[-1] != data.image_size or x.shape[-2] != data.image_size:
-            x = resize(x, (data.image_size, data.image_size))
-        return normalize(x, data.mean, data.std)
+        if x.shape[-2:] != (image_size, image_size):
+            x = resize(x, (image_size, image_size))
+        return normalize(x, mean, std)
 
     return run
+
+
+def eval_preprocess(data: EvalData) -> Callable[[torch.Tensor], torch.Tensor]:
+    """:func:`encoder_input` for the images of ``data``."""
+    return encoder_input(data.image_size, data.mean, data.std)
 
 
 def knn_of_encoder(

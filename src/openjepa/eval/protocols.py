@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from openjepa.eval.features import extract_features
 from openjepa.eval.finetune import finetune
 from openjepa.eval.knn_eval import EvalData, eval_preprocess
 from openjepa.eval.linear import DEFAULT_LRS, linear_probe
+from openjepa.train.checkpoint import atomic_write
 
 #: Label fractions of the low-shot protocol.
 LOWSHOT_FRACTIONS = (0.01, 0.1)
@@ -181,9 +181,7 @@ def write_eval_section(path: str | Path, section: str, result: dict[str, Any]) -
             data = loaded  # an older flat layout is replaced rather than merged
     data[section] = result
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
     return path
 
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "atomic_write",
     "CheckpointManager",
     "CheckpointMismatchError",
     "find_checkpoint",
@@ -103,7 +104,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
     _check_weights_only_loadable(state, "state")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(path, lambda f: torch.save(state, f))
     return path
 
 
@@ -156,7 +157,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     return obj
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
     """Call ``write(file)`` on a fresh temporary file next to ``path``, then move it onto ``path``."""
     tmp_path, fd = _create_temp(path)
     try:
