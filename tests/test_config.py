@@ -65,6 +65,19 @@ _IN1K_RECIPE: dict[str, Any] = {
     "masks.min_keep": 10,
 }
 
+# C-JEPA's coefficients (SPEC.md section 2)
+_CJEPA_PAPER: dict[str, Any] = {
+    "method": "cjepa",
+    "cjepa.var_cov": True,
+    "cjepa.inv": True,
+    "cjepa.beta_vicreg": 0.001,
+    "cjepa.beta_sim": 25.0,
+    "cjepa.beta_std": 25.0,
+    "cjepa.beta_cov": 1.0,
+    "cjepa.gamma": 1.0,
+    "cjepa.eps": 1e-4,
+}
+
 EXPECTED: dict[str, dict[str, Any]] = {
     "in1k_vith14_ep300.yaml": {
         **_IN1K_RECIPE,
@@ -98,6 +111,35 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "model.patch_size": 16,
         "model.pred_depth": 16,
         "optim.epochs": 44,
+    },
+    "in1k_vitb16_cjepa_ep600.yaml": {
+        **_IN1K_RECIPE,
+        **_CJEPA_PAPER,
+        "model.name": "vit_base",
+        "model.patch_size": 16,
+        "model.pred_depth": 6,
+        "data.image_size": 224,
+        "optim.batch_size": 2048,
+        "optim.epochs": 600,
+    },
+    "in1k_vitl16_cjepa_ep600.yaml": {
+        **_IN1K_RECIPE,
+        **_CJEPA_PAPER,
+        "model.name": "vit_large",
+        "model.patch_size": 16,
+        "data.image_size": 224,
+        "optim.batch_size": 2048,
+        "optim.epochs": 600,
+    },
+    "fmnist_vit_tiny_cjepa.yaml": {
+        **_CJEPA_PAPER,
+        "model.depth": 6,
+        "model.patch_size": 4,
+        "model.pred_depth": 3,
+        "optim.epochs": 10,
+        "optim.batch_size": 128,
+        "optim.lr": 1e-3,
+        "run.out_dir": "runs/fmnist_vit_tiny_cjepa",
     },
     "fmnist_vit_tiny_ijepa.yaml": {
         "model.name": "vit_tiny",

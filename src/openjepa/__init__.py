@@ -1,4 +1,4 @@
-"""openjepa: self-supervised visual pretraining with I-JEPA in plain PyTorch.
+"""openjepa: self-supervised visual pretraining with I-JEPA and C-JEPA in plain PyTorch.
 
 import openjepa
 openjepa.pretrain("configs/demo.yaml")

@@ -198,16 +198,45 @@ class EvalConfig:
 
 
 @dataclass
+class CJEPAConfig:
+    """C-JEPA's VICReg term (used when ``method: cjepa``; see openjepa.methods.cjepa).
+
+    Attributes:
+        reading: which tensors carry VICReg: ``A`` pooled target predictions through a projector, between
+            target blocks; ``B`` pooled context embeddings, the JEPA loss being the invariance; ``C`` two
+            photometrically augmented views.
+        var_cov: variance and covariance terms on.
+        inv: invariance term on (reading B: always, it is the JEPA loss).
+        beta_vicreg: weight of the whole VICReg term.
+        beta_sim, beta_std, beta_cov: weights of invariance, variance and covariance inside it.
+        gamma, eps: target standard deviation and stabiliser of the variance term.
+        projector: expander widths after pooling (null: 4·D, 4·D for reading A, none for B and C; [] none).
+    """
+
+    reading: Literal["A", "B", "C"] = "B"
+    var_cov: bool = True
+    inv: bool = True
+    beta_vicreg: float = 0.001
+    beta_sim: float = 25.0
+    beta_std: float = 25.0
+    beta_cov: float = 1.0
+    gamma: float = 1.0
+    eps: float = 1e-4
+    projector: tuple[int, ...] | None = None
+
+
+@dataclass
 class Config:
     """Everything one pretraining run needs."""
 
-    method: Literal["ijepa"] = "ijepa"
+    method: Literal["ijepa", "cjepa"] = "ijepa"
     model: ModelConfig = field(default_factory=ModelConfig)
     masks: MaskConfig = field(default_factory=MaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    cjepa: CJEPAConfig = field(default_factory=CJEPAConfig)
 
 
 # ---- conversion --------------------------------------------------------------------------------------

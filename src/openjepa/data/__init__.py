@@ -16,6 +16,7 @@ from openjepa.data.datasets import (
     read_idx,
     safe_load_pickle,
 )
+from openjepa.data.photometric import PhotometricAugment, ViewPairAugment
 from openjepa.data.transforms import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -41,6 +42,8 @@ from openjepa.data.transforms import (
 )
 
 __all__ = [
+    "PhotometricAugment",
+    "ViewPairAugment",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "CIFAR100_MEAN",

@@ -145,6 +145,10 @@ class PretrainAugment:
 
     def __call__(self, images: torch.Tensor, step: int, rows: slice, global_batch: int) -> torch.Tensor:
         """Augment this rank's ``images`` (B_local, C, H, W) of the global batch at ``step``."""
+        return normalize(self.crops(images, step, rows, global_batch), self.mean, self.std)
+
+    def crops(self, images: torch.Tensor, step: int, rows: slice, global_batch: int) -> torch.Tensor:
+        """The crops and flips of ``__call__`` before normalisation: float images in [0, 1]."""
         x = to_float(images)
         g = step_generator(self.seed ^ _AUG_STREAM, step)
         h, w = x.shape[-2:]
@@ -156,4 +160,4 @@ class PretrainAugment:
         if self.flip:
             flips = (torch.rand(global_batch, generator=g) < 0.5)[rows].to(x.device)  # (B_local,)
             x = torch.where(flips[:, None, None, None], x.flip(-1), x)
-        return normalize(x, self.mean, self.std)
+        return x

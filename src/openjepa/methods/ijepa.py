@@ -12,7 +12,7 @@ One step, for images x and masks (context C, target blocks T_1 … T_M):
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -34,11 +34,13 @@ class JEPAOutput:
         loss: scalar loss to minimise.
         prediction: predicted target features (B, M, Kt, D).
         target: target features (B, M, Kt, D), layer-normed, detached.
+        terms: detached parts of the loss for logging (``jepa``; C-JEPA adds ``inv``, ``var``, ``cov``).
     """
 
     loss: torch.Tensor
     prediction: torch.Tensor
     target: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class IJEPA(nn.Module):
@@ -70,10 +72,11 @@ class IJEPA(nn.Module):
         target = self.targets(images, masks.targets)
         z = self.encoder(images, masks.context)  # (B, Kc, D)
         prediction = self.predictor(z, masks.context, masks.targets)  # (B, M, Kt, D)
-        return JEPAOutput(jepa_loss(prediction, target, self.loss_kind), prediction, target)
+        loss = jepa_loss(prediction, target, self.loss_kind)
+        return JEPAOutput(loss, prediction, target, {"jepa": loss.detach()})
 
     def update_target(self, momentum: float) -> None:
-        """EMA step of the target encoder towards the context encoder."""
+        """EMA step of the target encoder towards the context encoder (momentum 0: an exact copy)."""
         ema_update(self.target_encoder, self.encoder, momentum)
 
 

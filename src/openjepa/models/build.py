@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from openjepa.config import Config
+from openjepa.losses.vicreg import VICRegWeights
+from openjepa.methods.cjepa import CJEPA
 from openjepa.methods.ijepa import IJEPA
 from openjepa.models.predictor import Predictor
 from openjepa.models.vit import VIT_SIZES, VisionTransformer
@@ -28,7 +30,7 @@ def build_encoder(cfg: Config, in_chans: int) -> VisionTransformer:
 
 
 def build_model(cfg: Config, in_chans: int) -> IJEPA:
-    """Encoder, predictor and EMA target encoder of ``cfg``."""
+    """Encoder, predictor and EMA target encoder of ``cfg`` (C-JEPA: plus its projector)."""
     encoder = build_encoder(cfg, in_chans)
     m = cfg.model
     predictor = Predictor(
@@ -39,4 +41,8 @@ def build_model(cfg: Config, in_chans: int) -> IJEPA:
         num_heads=m.pred_heads or encoder.num_heads,
         mode=m.pred_mode,
     )
+    if cfg.method == "cjepa":
+        c = cfg.cjepa
+        weights = VICRegWeights(c.beta_vicreg, c.beta_sim, c.beta_std, c.beta_cov, c.gamma, c.eps)
+        return CJEPA(encoder, predictor, cfg.optim.loss, c.reading, c.var_cov, c.inv, weights, c.projector)
     return IJEPA(encoder, predictor, loss=cfg.optim.loss)

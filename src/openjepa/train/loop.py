@@ -24,10 +24,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from openjepa.config import Config, save_config, to_dict
 from openjepa.data.datasets import build_dataset
+from openjepa.data.photometric import ViewPairAugment
 from openjepa.data.pipeline import PretrainAugment, StepBatches
-from openjepa.data.transforms import normalization_stats
+from openjepa.data.transforms import normalization_stats, normalize
 from openjepa.diagnostics.monitor import OnlineMonitor
 from openjepa.masks.multiblock import MaskBatch, MultiBlockMaskSampler, step_generator
+from openjepa.methods.cjepa import CJEPA
 from openjepa.methods.ijepa import IJEPA
 from openjepa.models.build import build_model
 from openjepa.train.checkpoint import (
@@ -44,6 +46,9 @@ from openjepa.train.schedules import Schedules
 from openjepa.train.step import finish_step
 
 CHECKPOINT_VERSION = 1
+_VIEW_STREAM = 0x5EED_0003  # C-JEPA reading C's photometric views
+# names of the step statistics in metrics.jsonl
+_STAT_NAMES = {"jepa": "loss_jepa", "inv": "vicreg_inv", "var": "vicreg_var", "cov": "vicreg_cov"}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -80,18 +85,26 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 
 
 class _StepModule(nn.Module):
-    """What DDP wraps: the JEPA forward returning (loss, target feature std) as plain tensors."""
+    """What DDP wraps: the JEPA forward returning the loss and detached statistics (target feature std,
+    the loss's terms) as plain tensors."""
 
     def __init__(self, model: IJEPA):
         super().__init__()
         self.model = model
 
-    def forward(self, images: torch.Tensor, context: torch.Tensor, targets: torch.Tensor):
-        out = self.model(images, MaskBatch(context, targets, (0, 0), (0, 0)))
+    def forward(
+        self,
+        images: torch.Tensor,
+        context: torch.Tensor,
+        targets: torch.Tensor,
+        views: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        masks = MaskBatch(context, targets, (0, 0), (0, 0))
+        out = self.model(images, masks) if views is None else self.model(images, masks, views)
         with torch.no_grad():
             feats = out.target.reshape(-1, out.target.shape[-1]).float()  # (B·M·Kt, D)
-            target_std = feats.std(dim=0).mean()
-        return out.loss, target_std
+            stats = {"target_std": feats.std(dim=0).mean(), **out.terms}
+        return out.loss, stats
 
 
 class Trainer:
@@ -134,12 +147,15 @@ class Trainer:
         channels = _dataset_channels(self.dataset)
         mean, std = normalization_stats(d.dataset, channels)
         self.augment = PretrainAugment(d.image_size, mean, std, d.crop_scale, d.flip, cfg.run.seed)
+        # C-JEPA reading C: two photometrically augmented views of each crop
+        self.views = ViewPairAugment() if cfg.method == "cjepa" and cfg.cjepa.reading == "C" else None
 
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
         self.model: IJEPA = build_model(cfg, channels).to(self.device)
-        self.optimizer = build_adamw(
-            [self.model.encoder, self.model.predictor], o.lr, o.weight_decay, o.betas, o.eps
-        )
+        trained = [self.model.encoder, self.model.predictor]
+        if isinstance(self.model, CJEPA):
+            trained.append(self.model.projector)
+        self.optimizer = build_adamw(trained, o.lr, o.weight_decay, o.betas, o.eps)
         self.sampler = MultiBlockMaskSampler(self.model.encoder.grid_size, **_mask_kwargs(cfg))
         spe = self.batches.steps_per_epoch
         self.total_steps = max(1, round(o.epochs * spe))
@@ -235,35 +251,55 @@ class Trainer:
         rows = self.batches.rows()
         return MaskBatch(masks.context[rows], masks.targets[rows], masks.target_shape, masks.context_shape)
 
+    def _inputs(
+        self, step: int, images: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """This rank's augmented, normalised images at ``step``, and reading C's two views of them."""
+        rows, batch = self.batches.rows(), self.cfg.optim.batch_size
+        images = images.to(self.device, non_blocking=True)
+        if self.views is None:
+            return self.augment(images, step, rows, batch), None
+        crops = self.augment.crops(images, step, rows, batch)
+        # drawn per process (the view parameters depend on the process layout, unlike crops and masks)
+        v1, v2 = self.views(crops, step_generator(self.cfg.run.seed ^ _VIEW_STREAM, step, self.dist.rank))
+        m, s = self.augment.mean, self.augment.std
+        return normalize(crops, m, s), (normalize(v1, m, s), normalize(v2, m, s))
+
     def train_step(
         self, step: int, images: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        """One optimizer step on this rank's images of the global batch; returns (loss, target std, hp)."""
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, float]]:
+        """One optimizer step on this rank's images of the global batch; returns (loss, stats, hp).
+
+        ``stats`` holds the target feature std and the loss's terms, averaged over processes.
+        """
         cfg = self.cfg
         hp = self.schedules.at(step)
         set_hyperparams(self.optimizer, hp["lr"], hp["wd"])
-        images = images.to(self.device, non_blocking=True)
-        images = self.augment(images, step, self.batches.rows(), cfg.optim.batch_size)
+        images, views = self._inputs(step, images)
         masks = self._masks(step).to(self.device, non_blocking=True)
         accum = cfg.optim.grad_accum
         micro = images.shape[0] // accum
         loss_sum = torch.zeros((), device=self.device)
-        std_sum = torch.zeros((), device=self.device)
+        stat_sums: dict[str, torch.Tensor] = {}
         autocast = {"dtype": self.amp_dtype or torch.bfloat16, "enabled": self.amp_dtype is not None}
         for j in range(accum):
             part = slice(j * micro, (j + 1) * micro)
+            args = [images[part], masks.context[part], masks.targets[part]]
+            if views is not None:
+                args.append((views[0][part], views[1][part]))
             # gradients are averaged across processes only on the last micro-batch
             skip_sync = self.dist.enabled and j < accum - 1
             with self.forward.no_sync() if skip_sync else contextlib.nullcontext():  # type: ignore[operator]
                 with torch.autocast(self.device.type, **autocast):
-                    loss, target_std = self.forward(images[part], masks.context[part], masks.targets[part])
+                    loss, stats = self.forward(*args)
                 (loss / accum).backward()
             loss_sum += loss.detach().float()
-            std_sum += target_std.float()
+            for key, value in stats.items():
+                stat_sums[key] = stat_sums.get(key, 0) + value.float()
         finish_step(self.model, self.optimizer, hp["ema"], cfg.optim.clip_grad)
         loss = all_reduce_mean(loss_sum / accum, self.dist)
-        target_std = all_reduce_mean(std_sum / accum, self.dist)
-        return loss, target_std, hp
+        stats = {key: all_reduce_mean(value / accum, self.dist) for key, value in stat_sums.items()}
+        return loss, stats, hp
 
     def fit(self) -> dict[str, Any]:
         """Train until the schedule ends (or ``run.max_steps``); returns a summary of the run."""
@@ -296,7 +332,7 @@ class Trainer:
             bar = _progress(cfg.run.progress and self.dist.is_main, self.step, end)
             t_last, images_since = time.perf_counter(), 0
             for step, images in self.batches.iterate(self.step, end):
-                loss_t, std_t, hp = self.train_step(step, images)
+                loss_t, stats, hp = self.train_step(step, images)
                 loss = loss_t.item()
                 if not math.isfinite(loss):
                     last = self.checkpoints.latest_path()
@@ -319,7 +355,7 @@ class Trainer:
                         "wd": hp["wd"],
                         "ema": hp["ema"],
                         "images_per_s": round(images_since / (now - t_last), 2),
-                        "target_std": std_t.item(),
+                        **{_STAT_NAMES.get(k, k): v.item() for k, v in stats.items()},
                     }
                     t_last, images_since = now, 0
                     self.loggers.log_metrics(record, self.step)
