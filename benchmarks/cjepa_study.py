@@ -254,7 +254,7 @@ def collect(args: argparse.Namespace, specs: dict[str, dict[str, Any]]) -> dict[
                 for r in monitor
             ],
             "final_loss": train[-1]["loss"] if train else None,
-            "final_jepa": train[-1].get("loss_jepa") if train else None,
+            "final_jepa": train[-1].get("loss_jepa", train[-1]["loss"]) if train else None,
             "steps": train[-1]["step"] if train else 0,
             "pretrain_s": json.loads(timing.read_text())["pretrain_s"] if timing.is_file() else None,
         }

@@ -164,11 +164,14 @@ def test_without_ema_the_target_is_a_copy_of_the_encoder(tmp_path):
         assert torch.equal(t, e), name
 
 
-def test_resume_of_a_cjepa_run_matches_an_uninterrupted_one(tmp_path):
-    full = Trainer(load_config(None, run_dir(tmp_path, "full", "run.max_steps=4")))
+@pytest.mark.parametrize("reading", ["A", "C"])
+def test_resume_of_a_cjepa_run_matches_an_uninterrupted_one(tmp_path, reading):
+    """Projector and optimizer state are saved; reading C's views are a function of the seed and step."""
+    r = f"cjepa.reading={reading}"
+    full = Trainer(load_config(None, run_dir(tmp_path, "full", r, "run.max_steps=4")))
     full.fit()
-    Trainer(load_config(None, run_dir(tmp_path, "split", "run.max_steps=2"))).fit()
-    resumed = Trainer(load_config(None, run_dir(tmp_path, "split", "run.max_steps=4")))
+    Trainer(load_config(None, run_dir(tmp_path, "split", r, "run.max_steps=2"))).fit()
+    resumed = Trainer(load_config(None, run_dir(tmp_path, "split", r, "run.max_steps=4")))
     resumed.fit()
     for (name, a), b in zip(
         full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 import torch
 from PIL import Image
 from tiny_run import TINY
@@ -299,6 +300,22 @@ def test_report_without_eval_or_checkpoint(tmp_path, capsys):
         write_report(empty)
     with pytest.raises(FileNotFoundError, match="no run folder"):
         write_report(tmp_path / "nowhere")
+
+
+def test_report_of_a_cjepa_run_names_the_reading_and_the_vicreg_terms(tmp_path):
+    run = tmp_path / "cj"
+    run.mkdir()
+    cfg = {"method": "cjepa", "cjepa": {"reading": "B", "var_cov": True, "inv": True, "beta_vicreg": 0.001}}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rows = [
+        {"step": s, "loss": 0.3, "loss_jepa": 0.29, "vicreg_inv": 0.29, "vicreg_var": 0.5, "vicreg_cov": 0.1}
+        for s in (1, 2)
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = " ".join(parse(write_report(run, tmp_path / "r.html")).text)
+    assert "cjepa (reading B, var/cov on, inv on, β_vicreg 0.001)" in text
+    for title in ("VICReg variance", "VICReg covariance", "VICReg invariance", "JEPA loss"):
+        assert title in text, title
 
 
 def test_nice_ticks_and_generic_tables():

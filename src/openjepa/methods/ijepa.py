@@ -34,7 +34,8 @@ class JEPAOutput:
         loss: scalar loss to minimise.
         prediction: predicted target features (B, M, Kt, D).
         target: target features (B, M, Kt, D), layer-normed, detached.
-        terms: detached parts of the loss for logging (``jepa``; C-JEPA adds ``inv``, ``var``, ``cov``).
+        terms: detached parts of a composite loss, for logging (C-JEPA: ``jepa``, ``inv``, ``var``,
+            ``cov``); empty for I-JEPA, whose loss is the JEPA loss.
     """
 
     loss: torch.Tensor
@@ -72,8 +73,7 @@ class IJEPA(nn.Module):
         target = self.targets(images, masks.targets)
         z = self.encoder(images, masks.context)  # (B, Kc, D)
         prediction = self.predictor(z, masks.context, masks.targets)  # (B, M, Kt, D)
-        loss = jepa_loss(prediction, target, self.loss_kind)
-        return JEPAOutput(loss, prediction, target, {"jepa": loss.detach()})
+        return JEPAOutput(jepa_loss(prediction, target, self.loss_kind), prediction, target)
 
     def update_target(self, momentum: float) -> None:
         """EMA step of the target encoder towards the context encoder (momentum 0: an exact copy)."""

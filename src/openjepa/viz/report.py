@@ -37,6 +37,10 @@ _NOT_CURVES = ("step", "epoch", "monitor")
 # Preferred order and readable titles; any other numeric key follows, alphabetically, under its own name.
 _TITLES = {
     "loss": "loss",
+    "loss_jepa": "JEPA loss (C-JEPA: without VICReg)",
+    "vicreg_inv": "VICReg invariance",
+    "vicreg_var": "VICReg variance",
+    "vicreg_cov": "VICReg covariance",
     "lr": "learning rate",
     "wd": "weight decay",
     "ema": "EMA momentum",
@@ -326,13 +330,26 @@ def eval_html(data: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+def _method_text(config: dict[str, Any]) -> str:
+    """``ijepa``, or ``cjepa (reading B, var/cov on, inv on)``."""
+    method = str(config.get("method", "?"))
+    c = config.get("cjepa") or {}
+    if method != "cjepa":
+        return method
+    on = {True: "on", False: "off"}
+    return (
+        f"cjepa (reading {c.get('reading', '?')}, var/cov {on.get(c.get('var_cov'), '?')}, "
+        f"inv {on.get(c.get('inv'), '?')}, β_vicreg {c.get('beta_vicreg', '?')})"
+    )
+
+
 def _summary_html(config: dict[str, Any], train: Sequence[dict[str, Any]]) -> str:
     def get(section: str, key: str) -> Any:
         value = config.get(section, {}).get(key)
         return "?" if value is None else value
 
     facts = {
-        "method": config.get("method", "?"),
+        "method": _method_text(config),
         "model": f"{get('model', 'name')}/{get('model', 'patch_size')}",
         "dataset": f"{get('data', 'dataset')} at {get('data', 'image_size')} px",
         "epochs": get("optim", "epochs"),
