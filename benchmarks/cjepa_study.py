@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -30,7 +31,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "fmnist_vit_tiny_ijepa.yaml"
-PROBE_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+# Linear probe of the study: enough steps for a few thousand features (about 1,800 AdamW steps).
+PROBE = {"lrs": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1], "batch_norm": [False, True], "epochs": 100, "batch_size": 256}
 CJEPA = "method=cjepa"
 
 
@@ -99,19 +101,20 @@ def cells(sweep_reading: str) -> dict[str, dict[str, Any]]:
 
 def budget_overrides(args: argparse.Namespace, run_dir: Path) -> list[str]:
     steps_per_epoch = args.subset // 128
+    keep = round(args.eval_every * steps_per_epoch)
     return [
         f"data.subset={args.subset}",
         f"optim.epochs={args.epochs}",
         f"optim.warmup_epochs={args.warmup}",
         "optim.batch_size=128",
-        "eval.monitor_every=0.5",
+        f"eval.monitor_every={args.monitor_every}",
         "eval.monitor_val_samples=1000",
-        "eval.monitor_train_samples=5000",
+        f"eval.monitor_train_samples={args.monitor_bank}",
         "run.keep_best=false",
         "run.progress=false",
         "run.log_every=20",
-        f"run.checkpoint_every={steps_per_epoch}",
-        f"run.keep_every={steps_per_epoch}",
+        f"run.checkpoint_every={math.gcd(keep, steps_per_epoch)}",  # lands on every kept step
+        f"run.keep_every={keep}",
         f"run.out_dir={run_dir}",
     ]
 
@@ -180,6 +183,9 @@ def eval_cell(run_dir: Path, train_samples: int, test_samples: int) -> None:
 
     out_path = run_dir / "study_eval.json"
     done = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    settings = {**PROBE, "train_samples": train_samples, "test_samples": test_samples, "knn_k": 20}
+    if done.get("settings") != settings:  # evaluated with other settings: start again
+        done = {"settings": settings}
     ckpts = sorted((run_dir / "checkpoints").glob("step_*.pt"))
     _, cfg = load_checkpoint_config(run_dir / "checkpoints" / "latest.pt")
     data = load_eval_data(
@@ -199,9 +205,10 @@ def eval_cell(run_dir: Path, train_samples: int, test_samples: int) -> None:
             data.train_labels,
             te["last1"],
             data.test_labels,
-            lrs=PROBE_LRS,
-            batch_norm=(False,),
-            epochs=30,
+            lrs=PROBE["lrs"],
+            batch_norm=PROBE["batch_norm"],
+            epochs=PROBE["epochs"],
+            batch_size=PROBE["batch_size"],
             progress=False,
         )
         return {"knn_top1": _top1(knn), "linear_top1": probe.test_top1, "linear_lr": probe.best["lr"]}
@@ -241,7 +248,8 @@ def collect(args: argparse.Namespace, specs: dict[str, dict[str, Any]]) -> dict[
         ev = run_dir / "study_eval.json"
         if not ev.is_file():
             continue
-        evals = sorted(json.loads(ev.read_text()).values(), key=lambda r: r["epoch"])
+        saved = json.loads(ev.read_text())
+        evals = sorted((v for k, v in saved.items() if k != "settings"), key=lambda r: r["epoch"])
         rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
         monitor = [r for r in rows if r.get("monitor")]
         train = [r for r in rows if not r.get("monitor")]
@@ -357,15 +365,18 @@ def main() -> None:
     p.add_argument("--out", default="runs/cjepa_study")
     p.add_argument("--group", choices=["ablation", "sweep", "seed", "all"], default="ablation")
     p.add_argument("--cells", nargs="*", help="run only these cells (names as in results.json)")
-    p.add_argument("--sweep-reading", default="B", choices=["A", "B", "C"])
+    p.add_argument("--sweep-reading", default="C", choices=["A", "B", "C"])
     p.add_argument("--subset", type=int, default=12800)
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--warmup", type=float, default=0.5)
+    p.add_argument("--epochs", type=int, default=7)
+    p.add_argument("--warmup", type=float, default=1.0, help="LR warm-up epochs")
+    p.add_argument("--monitor-every", type=float, default=1.0, help="epochs between online monitors")
+    p.add_argument("--monitor-bank", type=int, default=2000, help="labelled bank of the online kNN")
+    p.add_argument("--eval-every", type=float, default=3.5, help="epochs between evaluated checkpoints")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--train-samples", type=int, default=10000)
-    p.add_argument("--test-samples", type=int, default=5000)
-    p.add_argument("--highlight", nargs="*", default=["ijepa", "B_varcov"])
+    p.add_argument("--train-samples", type=int, default=5000)
+    p.add_argument("--test-samples", type=int, default=2000)
+    p.add_argument("--highlight", nargs="*", default=["ijepa", "C_full"])
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--eval-cell", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -374,11 +385,10 @@ def main() -> None:
         return
     specs = cells(args.sweep_reading)
     if not args.report_only:
-        todo = [
-            n
-            for n, s in specs.items()
-            if (args.cells and n in args.cells) or (not args.cells and args.group in (s["group"], "all"))
-        ]
+        unknown = sorted(set(args.cells or ()) - set(specs))
+        if unknown:
+            raise SystemExit(f"unknown cells {unknown}; known: {' '.join(specs)}")
+        todo = args.cells or [n for n, s in specs.items() if args.group in (s["group"], "all")]
         print(f"running {len(todo)} cells with {args.jobs} jobs: {' '.join(todo)}", flush=True)
         with ThreadPoolExecutor(args.jobs) as pool:
             for done in pool.map(lambda n: run_cell(n, specs[n], args), todo):

@@ -204,7 +204,8 @@ class CJEPAConfig:
     Attributes:
         reading: which tensors carry VICReg: ``A`` pooled target predictions through a projector, between
             target blocks; ``B`` pooled context embeddings, the JEPA loss being the invariance; ``C`` two
-            photometrically augmented views.
+            photometrically augmented views. C is the default: it learned fastest in the README's
+            Fashion-MNIST study (B second, at no extra cost per step; A no better than I-JEPA).
         var_cov: variance and covariance terms on.
         inv: invariance term on (reading B: always, it is the JEPA loss).
         beta_vicreg: weight of the whole VICReg term.
@@ -213,7 +214,7 @@ class CJEPAConfig:
         projector: expander widths after pooling (null: 4·D, 4·D for reading A, none for B and C; [] none).
     """
 
-    reading: Literal["A", "B", "C"] = "B"
+    reading: Literal["A", "B", "C"] = "C"
     var_cov: bool = True
     inv: bool = True
     beta_vicreg: float = 0.001

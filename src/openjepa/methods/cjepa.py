@@ -80,7 +80,7 @@ class CJEPA(IJEPA):
         encoder: VisionTransformer,
         predictor: Predictor,
         loss: str = "smooth_l1",
-        reading: str = "A",
+        reading: str = "C",
         var_cov: bool = True,
         inv: bool = True,
         weights: VICRegWeights | None = None,
