@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 import torch
+import yaml
 from PIL import Image
 from tiny_run import TINY
 
