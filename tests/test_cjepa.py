@@ -206,3 +206,13 @@ def test_torchrun_cjepa_matches_one_process(tmp_path):
     one = metrics(tmp_path / "single")
     for key in ("loss", "vicreg_var", "vicreg_cov"):
         assert [r[key] for r in ddp] == pytest.approx([r[key] for r in one], rel=1e-4), key
+
+
+def test_resuming_a_run_of_another_method_is_refused(tmp_path):
+    Trainer(load_config(None, [*TINY, f"run.out_dir={tmp_path / 'r'}", "run.max_steps=1"])).fit()  # I-JEPA
+    cjepa = Trainer(load_config(None, run_dir(tmp_path, "r", "run.max_steps=2")))
+    with pytest.raises(ValueError, match="trained with method ijepa but the config asks for cjepa"):
+        cjepa.fit()
+    Trainer(load_config(None, run_dir(tmp_path, "c", "cjepa.reading=B", "run.max_steps=1"))).fit()
+    with pytest.raises(ValueError, match="reading=B.*reading=A"):
+        Trainer(load_config(None, run_dir(tmp_path, "c", "cjepa.reading=A", "run.max_steps=2"))).fit()

@@ -240,6 +240,7 @@ class Trainer:
                 f"{path} holds weights only (an imported or exported model), not a training state, so "
                 "pretraining cannot resume from it. Evaluate it, or pretrain into a new run.out_dir."
             )
+        _check_same_method(state, self.cfg, path)
         self.load_state_dict(state)
         return True
 
@@ -419,6 +420,25 @@ class Trainer:
         if self.dist.is_main:
             self.checkpoints.save(self.state_dict(), self.step)
         barrier(self.dist)
+
+
+def _check_same_method(state: dict[str, Any], cfg: Config, path: Path) -> None:
+    """Refuse to continue a run of another method (or C-JEPA reading) than the config asks for."""
+    saved = state.get("config") or {}
+
+    def describe(method: Any, section: Any) -> str:
+        if method != "cjepa" or not isinstance(section, dict):
+            return str(method)
+        return f"cjepa ({', '.join(f'{k}={section.get(k)}' for k in ('reading', 'var_cov', 'inv'))})"
+
+    old = describe(state.get("method", saved.get("method")), saved.get("cjepa"))
+    new = describe(cfg.method, to_dict(cfg.cjepa))
+    if old != new:
+        raise ValueError(
+            f"{path} was trained with method {old} but the config asks for {new}; resuming would mix "
+            "the two. "
+            "Use another run.out_dir (or the run's own settings)."
+        )
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
