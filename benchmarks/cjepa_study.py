@@ -348,20 +348,10 @@ def report(args: argparse.Namespace, specs: dict[str, dict[str, Any]]) -> None:
         f"kNN and linear probe on the first {args.train_samples:,} train / {args.test_samples:,} test "
         "images"
     )
-    text = [
-        "## Ablation",
-        "",
-        table(results, "ablation", budget),
-        "",
-        "## Sweeps",
-        "",
-        table(results, "sweep", budget),
-        "",
-        "## Second seed",
-        "",
-        table(results, "seed", budget),
-        "",
-    ]
+    text = []
+    for group, title in (("ablation", "Ablation"), ("sweep", "Sweeps"), ("seed", "Second seed")):
+        if any(r["group"] == group for r in results.values()):  # groups with no finished cell are left out
+            text += [f"## {title}", "", table(results, group, budget), ""]
     (out / "results.md").write_text("\n".join(text))
     print("\n".join(text))
     if results:
