@@ -1,15 +1,12 @@
 """C-JEPA: each reading's terms, switches, gradients, training runs, and DDP against one process."""
 
 import json
-import os
-import subprocess
-import sys
 from itertools import combinations
 from pathlib import Path
 
 import pytest
 import torch
-from tiny_run import TINY
+from tiny_run import TINY, torchrun2
 from torch import nn
 
 from openjepa.config import ConfigError, load_config
@@ -183,20 +180,7 @@ def test_torchrun_cjepa_matches_one_process(tmp_path):
     """Reading A gathers the pooled predictions of both processes for variance and covariance; two
     processes must follow the single-process run on the same global batch."""
     overrides = run_dir(tmp_path, "ddp", "cjepa.reading=A", "run.max_steps=3")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    worker = str(Path(__file__).with_name("dist_worker.py"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        worker,
-        str(tmp_path),
-        *overrides,
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    torchrun2("dist_worker.py", str(tmp_path), *overrides)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     single = Trainer(load_config(None, run_dir(tmp_path, "single", "cjepa.reading=A", "run.max_steps=3")))
     single.fit()

@@ -1,13 +1,12 @@
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from tiny_run import TINY
+from tiny_run import TINY, torchrun2
 
 import openjepa
 from openjepa import cli
@@ -149,20 +148,7 @@ def test_console_script_help():
 
 def test_torchrun_two_processes_stay_in_sync_and_match_one_process(tmp_path):
     overrides = tiny(tmp_path, "ddp", "run.max_steps=4")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    worker = str(Path(__file__).with_name("dist_worker.py"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        worker,
-        str(tmp_path),
-        *overrides,
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    torchrun2("dist_worker.py", str(tmp_path), *overrides)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     for key in r0:

@@ -2,13 +2,10 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from tiny_run import torchrun2
 
 from openjepa.losses.vicreg import (
     VICRegLoss,
@@ -105,19 +102,7 @@ def test_gather_matches_one_process_on_the_global_batch(tmp_path):
     """Two gloo processes each hold half of a global batch; var/cov on the gathered embeddings equal the
     single-process values, and the local gradients, averaged over processes as DDP does, equal the
     single-process gradient of the local rows."""
-    worker = str(Path(__file__).with_name("dist_vicreg_worker.py"))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        worker,
-        str(tmp_path),
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
+    torchrun2("dist_vicreg_worker.py", str(tmp_path), timeout=120)
 
     z = torch.load(tmp_path / "global.pt", weights_only=True).requires_grad_(True)
     var, cov = vicreg_terms([z])
