@@ -91,47 +91,17 @@ def test_knn_linear_finetune_lowshot_fill_one_eval_json(run, capsys):
     assert "linear 10%" in capsys.readouterr().out
 
 
+def embed(run, out, *extra):
+    """``openjepa embed`` of the first 50 training images, on CPU in fp32; returns the exit code."""
+    args = ["embed", str(run), "--out", str(out), "--samples", "50", *extra]
+    return cli.main([*args, "--no-progress", "--device", "cpu", "--precision", "fp32"])
+
+
 def test_embed_writes_npz_and_npy_with_labels(run, tmp_path):
-    assert (
-        cli.main(
-            [
-                "embed",
-                str(run),
-                "--out",
-                str(tmp_path / "f.npz"),
-                "--samples",
-                "50",
-                "--no-progress",
-                "--device",
-                "cpu",
-                "--precision",
-                "fp32",
-            ]
-        )
-        == 0
-    )
+    assert embed(run, tmp_path / "f.npz") == 0
     z = np.load(tmp_path / "f.npz")
     assert z["features"].shape == (50, 32) and z["labels"].shape == (50,)
-    assert (
-        cli.main(
-            [
-                "embed",
-                str(run),
-                "--out",
-                str(tmp_path / "g.npy"),
-                "--samples",
-                "50",
-                "--last-k",
-                "2",
-                "--no-progress",
-                "--device",
-                "cpu",
-                "--precision",
-                "fp32",
-            ]
-        )
-        == 0
-    )
+    assert embed(run, tmp_path / "g.npy", "--last-k", "2") == 0
     g = np.load(tmp_path / "g.npy")
     assert g.shape == (50, 64)
     np.testing.assert_array_equal(np.load(tmp_path / "g.labels.npy"), z["labels"])
@@ -140,24 +110,7 @@ def test_embed_writes_npz_and_npy_with_labels(run, tmp_path):
     pytest.importorskip("safetensors")
     from safetensors.torch import load_file
 
-    assert (
-        cli.main(
-            [
-                "embed",
-                str(run),
-                "--out",
-                str(tmp_path / "h.safetensors"),
-                "--samples",
-                "50",
-                "--no-progress",
-                "--device",
-                "cpu",
-                "--precision",
-                "fp32",
-            ]
-        )
-        == 0
-    )
+    assert embed(run, tmp_path / "h.safetensors") == 0
     h = load_file(str(tmp_path / "h.safetensors"))
     np.testing.assert_allclose(h["features"].numpy(), z["features"], rtol=1e-5, atol=1e-6)
     assert torch.equal(h["labels"], torch.from_numpy(z["labels"]))

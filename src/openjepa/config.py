@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import yaml
 
+from openjepa.losses.vicreg import VICRegWeights
+
 
 class ConfigError(ValueError):
     """A configuration key is unknown or its value has the wrong type."""
@@ -197,6 +199,9 @@ class EvalConfig:
     monitor_k: int = 20
 
 
+_PAPER = VICRegWeights()  # C-JEPA's published coefficients, defined once in openjepa.losses.vicreg
+
+
 @dataclass
 class CJEPAConfig:
     """C-JEPA's VICReg term (used when ``method: cjepa``; see openjepa.methods.cjepa).
@@ -217,12 +222,12 @@ class CJEPAConfig:
     reading: Literal["A", "B", "C"] = "C"
     var_cov: bool = True
     inv: bool = True
-    beta_vicreg: float = 0.001
-    beta_sim: float = 25.0
-    beta_std: float = 25.0
-    beta_cov: float = 1.0
-    gamma: float = 1.0
-    eps: float = 1e-4
+    beta_vicreg: float = _PAPER.vicreg
+    beta_sim: float = _PAPER.sim
+    beta_std: float = _PAPER.std
+    beta_cov: float = _PAPER.cov
+    gamma: float = _PAPER.gamma
+    eps: float = _PAPER.eps
     projector: tuple[int, ...] | None = None
 
 
