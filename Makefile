@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test demo bench lint
+.PHONY: install data test demo bench lint docs
 
 # torch first and pinned when none is installed: a looser requirement resolved on its own pulls the
 # CUDA build (gigabytes). GPU users with their own torch build keep it.
@@ -21,7 +21,8 @@ data:
 		echo "apt-get not found: download Fashion-MNIST's four idx files and set OPENJEPA_DATA to their folder"; \
 	fi
 
-test: install data
+# Lint (ruff, mypy), then every test; `pytest -m "not slow"` skips the end-to-end runs (tests/e2e).
+test: install data lint
 	$(PYTHON) -m pytest -q
 
 # Pretrain configs/demo.yaml (a few minutes on 2 CPU cores), then kNN of the frozen target encoder next to
@@ -34,6 +35,11 @@ bench: install
 	$(PYTHON) benchmarks/train_step.py --model vit_tiny --img 28 --channels 1 --patch 4 --batch 128 \
 		--pred-depth 6 --pred-dim 96 --steps 30
 
-lint:
-	ruff check src tests benchmarks
-	ruff format --check src tests benchmarks
+lint: install
+	$(PYTHON) -m ruff check src tests benchmarks
+	$(PYTHON) -m ruff format --check src tests benchmarks
+	$(PYTHON) -m mypy src
+
+# Regenerate docs/config.md from the config classes' descriptions (a test checks it is current).
+docs: install
+	$(PYTHON) -m openjepa.cli config --markdown > docs/config.md

@@ -43,11 +43,11 @@ def cells(sweep_reading: str) -> dict[str, dict[str, Any]]:
         "ijepa_noema": {
             "group": "ablation",
             "label": "I-JEPA, no EMA",
-            "overrides": ["method=ijepa", "optim.ema=[0.0,0.0]"],
+            "overrides": ["method=ijepa", "method.ema=[0.0,0.0]"],
         },
     }
     for r in "ABC":
-        base = [CJEPA, f"cjepa.reading={r}"]
+        base = [CJEPA, f"method.reading={r}"]
         if r == "B":
             out["B_varcov"] = {
                 "group": "ablation",
@@ -57,38 +57,38 @@ def cells(sweep_reading: str) -> dict[str, dict[str, Any]]:
             out["B_varcov_noema"] = {
                 "group": "ablation",
                 "label": "B: + var/cov, no EMA",
-                "overrides": [*base, "optim.ema=[0.0,0.0]"],
+                "overrides": [*base, "method.ema=[0.0,0.0]"],
             }
             continue
         out[f"{r}_varcov"] = {
             "group": "ablation",
             "label": f"{r}: + var/cov",
-            "overrides": [*base, "cjepa.inv=false"],
+            "overrides": [*base, "method.inv=false"],
         }
         out[f"{r}_full"] = {"group": "ablation", "label": f"{r}: + var/cov + inv", "overrides": base}
         out[f"{r}_inv"] = {
             "group": "ablation",
             "label": f"{r}: inv only",
-            "overrides": [*base, "cjepa.var_cov=false"],
+            "overrides": [*base, "method.var_cov=false"],
         }
         out[f"{r}_full_noema"] = {
             "group": "ablation",
             "label": f"{r}: + var/cov + inv, no EMA",
-            "overrides": [*base, "optim.ema=[0.0,0.0]"],
+            "overrides": [*base, "method.ema=[0.0,0.0]"],
         }
     s = sweep_reading
     for beta in ("0.0001", "0.01", "0.1"):
         out[f"{s}_bvicreg{beta}"] = {
             "group": "sweep",
             "label": f"{s}: β_vicreg = {beta}",
-            "overrides": [CJEPA, f"cjepa.reading={s}", f"cjepa.beta_vicreg={beta}"],
+            "overrides": [CJEPA, f"method.reading={s}", f"method.beta_vicreg={beta}"],
         }
     inv_reading = "A" if s == "B" else s  # reading B has no β_sim (its invariance is the JEPA loss)
     for beta in ("5", "50"):
         out[f"{inv_reading}_bsim{beta}"] = {
             "group": "sweep",
             "label": f"{inv_reading}: β_sim = {beta}",
-            "overrides": [CJEPA, f"cjepa.reading={inv_reading}", f"cjepa.beta_sim={beta}"],
+            "overrides": [CJEPA, f"method.reading={inv_reading}", f"method.beta_sim={beta}"],
         }
     for name in ("ijepa", f"{s}_varcov" if s == "B" else f"{s}_full"):
         out[f"{name}_seed1"] = {
@@ -173,13 +173,12 @@ def eval_cell(run_dir: Path, train_samples: int, test_samples: int) -> None:
     """kNN (k = 20) and a linear probe for every kept checkpoint (and step 0); writes study_eval.json."""
     import torch
 
-    from openjepa.api import load_checkpoint_config
+    from openjepa.eval.data import load_eval_data
+    from openjepa.eval.features import encoder_features
     from openjepa.eval.knn import knn_classify
-    from openjepa.eval.knn_eval import load_eval_data
     from openjepa.eval.linear import linear_probe
-    from openjepa.eval.protocols import encoder_features
-    from openjepa.models.build import build_model
-    from openjepa.train.checkpoint import load_state_dict_strict
+    from openjepa.methods import build_method, load_checkpoint_config
+    from openjepa.utils.state_dict import load_state_dict_strict
 
     out_path = run_dir / "study_eval.json"
     done = json.loads(out_path.read_text()) if out_path.is_file() else {}
@@ -215,16 +214,16 @@ def eval_cell(run_dir: Path, train_samples: int, test_samples: int) -> None:
 
     if "0" not in done:  # the starting point (the same for every cell of one seed)
         torch.manual_seed(cfg.run.seed)
-        model = build_model(cfg, int(data.train_images.shape[1]))
-        done["0"] = {"epoch": 0.0, **evaluate(model.target_encoder)}
+        model = build_method(cfg, int(data.train_images.shape[1]))
+        done["0"] = {"epoch": 0.0, **evaluate(model.get_encoder())}
     for path in ckpts:
         step = int(path.stem.split("_")[1])
         if str(step) in done:
             continue
         ckpt, _ = load_checkpoint_config(path)
-        model = build_model(cfg, int(data.train_images.shape[1]))
+        model = build_method(cfg, int(data.train_images.shape[1]))
         load_state_dict_strict(model, ckpt["model"], "model")
-        done[str(step)] = {"epoch": float(ckpt["epoch"]), **evaluate(model.target_encoder)}
+        done[str(step)] = {"epoch": float(ckpt["epoch"]), **evaluate(model.get_encoder())}
         out_path.write_text(json.dumps(done, indent=1))
     out_path.write_text(json.dumps(done, indent=1))
 

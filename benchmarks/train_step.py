@@ -1,12 +1,14 @@
-"""Time full I-JEPA training steps on random data and print one JSON line.
+"""Time full training steps, as the trainer runs them, on random images; print one JSON line.
 
-A step is what a training run does per batch: mask sampling, target-encoder forward, context-encoder
-and predictor forward, backward, AdamW step and the EMA update. The script warms up, then times each of
-``--steps`` steps separately and reports the median.
+A step is ``Trainer.train_step``, the one step a pretraining run executes: the schedules, the method's batch
+(crops, masks, views…), forward and backward under autocast, AdamW and the after-step update (I-JEPA's EMA).
+The script builds a trainer over a batch of random uint8 images, warms up, then times each of ``--steps``
+steps separately (synchronising the device) and reports the median.
 
 Examples:
     python benchmarks/train_step.py --model vit_tiny --img 28 --channels 1 --patch 4 --batch 128 \\
         --pred-depth 6 --pred-dim 96 --steps 20
+    python benchmarks/train_step.py --method cjepa --set method.reading=B --steps 20
     python benchmarks/train_step.py --model vit_base --img 224 --patch 16 --batch 64 --device cuda \\
         --dtype bfloat16 --compile
 """
@@ -18,17 +20,18 @@ import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
 
-from openjepa.masks.multiblock import MaskBatch, MultiBlockMaskSampler, step_generator
-from openjepa.methods.ijepa import build_ijepa
+from openjepa.config import load_config
+from openjepa.data.datasets import TensorImageDataset
 from openjepa.models.vit import VIT_SIZES
-from openjepa.train.optim import build_adamw
-from openjepa.train.step import train_step
+from openjepa.train.trainer import Trainer
 
-DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": "fp32", "bfloat16": "bf16"}
+VIT_SIZES_BY_DIM = {s.embed_dim: s for s in VIT_SIZES.values()}
 
 
 def transformer_flops(tokens: int, seq_len: int, dim: int, depth: int, mlp_ratio: float) -> float:
@@ -38,48 +41,49 @@ def transformer_flops(tokens: int, seq_len: int, dim: int, depth: int, mlp_ratio
     return float(tokens * per_token * depth)
 
 
-def step_flops(model, masks: MaskBatch, batch: int, in_chans: int, patch: int) -> float:
-    """Estimated FLOPs of one step: target forward ×1, context encoder and predictor ×3 (fwd + bwd)."""
-    enc, pred = model.encoder, model.predictor
+def jepa_step_flops(
+    method: torch.nn.Module, batch: dict[str, torch.Tensor], in_chans: int, patch: int
+) -> float:
+    """Estimated FLOPs of one I-JEPA step: target forward ×1, context encoder and predictor ×3 (fwd + bwd)."""
+    enc, pred = method.encoder, method.predictor
     size = VIT_SIZES_BY_DIM[enc.embed_dim]
-    n = enc.num_patches
-    kc = masks.context.shape[1]
-    m, kt = masks.targets.shape[1:]
+    b, n = batch["images"].shape[0], enc.num_patches
+    kc = batch["context"].shape[1]
+    m, kt = batch["targets"].shape[1:]
     d, big_d = pred.predictor_dim, enc.embed_dim
     embed = 2 * in_chans * patch * patch * big_d
-    target = transformer_flops(batch * n, n, big_d, enc.depth, size.mlp_ratio) + batch * n * embed
-    context = transformer_flops(batch * kc, kc, big_d, enc.depth, size.mlp_ratio) + batch * kc * embed
+    target = transformer_flops(b * n, n, big_d, enc.depth, size.mlp_ratio) + b * n * embed
+    context = transformer_flops(b * kc, kc, big_d, enc.depth, size.mlp_ratio) + b * kc * embed
     if pred.mode == "separate":
-        pred_tokens, pred_len = batch * m * (kc + kt), kc + kt
+        pred_tokens, pred_len = b * m * (kc + kt), kc + kt
     else:
-        pred_tokens, pred_len = batch * (kc + m * kt), kc + m * kt
+        pred_tokens, pred_len = b * (kc + m * kt), kc + m * kt
     predictor = transformer_flops(pred_tokens, pred_len, d, len(pred.blocks), 4.0)
-    predictor += 2 * batch * kc * big_d * d + 2 * batch * m * kt * d * big_d  # input / output projections
+    predictor += 2 * b * kc * big_d * d + 2 * b * m * kt * d * big_d  # input / output projections
     return target + 3 * (context + predictor)
-
-
-VIT_SIZES_BY_DIM = {s.embed_dim: s for s in VIT_SIZES.values()}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    p.add_argument("--method", default="ijepa", help="registered method (ijepa)")
     p.add_argument("--model", default="vit_tiny", choices=sorted(VIT_SIZES), help="encoder size")
     p.add_argument("--img", type=int, default=28, help="image side in pixels")
     p.add_argument("--channels", type=int, default=1, help="image channels")
     p.add_argument("--patch", type=int, default=4, help="patch side in pixels")
     p.add_argument("--batch", type=int, default=128, help="images per step")
-    p.add_argument("--pred-depth", type=int, default=6, help="predictor blocks")
-    p.add_argument("--pred-dim", type=int, default=96, help="predictor width")
+    p.add_argument("--pred-depth", type=int, default=6, help="predictor blocks (JEPA methods)")
+    p.add_argument("--pred-dim", type=int, default=96, help="predictor width (JEPA methods)")
     p.add_argument("--pred-mode", default="separate", choices=["separate", "joint"], help="predictor mode")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config override")
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (more with --compile)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, …")
     p.add_argument(
         "--dtype", default="float32", choices=sorted(DTYPES), help="autocast dtype (float32 = off)"
     )
-    p.add_argument("--compile", action="store_true", help="torch.compile the encoder and predictor")
+    p.add_argument("--compile", action="store_true", help="torch.compile the step's forward")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument(
         "--peak-tflops", type=float, default=None, help="device peak, to report the fraction reached"
@@ -89,54 +93,74 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+class RandomImages(TensorImageDataset):
+    """``--batch`` random uint8 images of the benchmark's shape: the batch of every step."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        shape = (args.batch, args.channels, args.img, args.img)
+        self.images = torch.randint(
+            0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+        )
+        self.labels = torch.zeros(args.batch, dtype=torch.int64)
+        self.num_classes, self.transform = 1, None
+
+
+def build(args: argparse.Namespace, out_dir: str) -> Trainer:
+    """A trainer for the benchmark's shapes over a fixed batch of random images."""
+    overrides = [
+        f"method={args.method}",
+        f"model.name={args.model}",
+        f"model.patch_size={args.patch}",
+        "data.dataset=synthetic",
+        f"data.image_size={args.img}",
+        f"data.channels={args.channels}",
+        f"optim.batch_size={args.batch}",
+        "optim.epochs=1000",
+        "optim.warmup_epochs=1",
+        f"run.device={args.device}",
+        f"run.precision={DTYPES[args.dtype]}",
+        f"run.compile={str(args.compile).lower()}",
+        f"run.seed={args.seed}",
+        "run.progress=false",
+        f"run.out_dir={out_dir}",
+    ]
+    if args.method in ("ijepa", "cjepa"):
+        overrides += [
+            f"method.predictor.depth={args.pred_depth}",
+            f"method.predictor.dim={args.pred_dim}",
+            f"method.predictor.mode={args.pred_mode}",
+        ]
+    return Trainer(load_config(None, overrides + args.set), dataset=RandomImages(args))
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    device = torch.device(args.device)
-    model = build_ijepa(
-        args.model,
-        img_size=args.img,
-        patch_size=args.patch,
-        in_chans=args.channels,
-        pred_depth=args.pred_depth,
-        pred_dim=args.pred_dim,
-        pred_mode=args.pred_mode,
-    ).to(device)
-    optimizer = build_adamw([model.encoder, model.predictor])
-    if args.compile:
-        model.encoder.compile(dynamic=True)
-        model.predictor.compile(dynamic=True)
-        model.target_encoder.compile(dynamic=True)
-    sampler = MultiBlockMaskSampler(model.encoder.grid_size)
-    images = torch.randn(args.batch, args.channels, args.img, args.img, device=device)
-    amp = DTYPES[args.dtype]
+    with tempfile.TemporaryDirectory() as out_dir:
+        trainer = build(args, out_dir)
+        device = trainer.device
+        images = RandomImages(args).images  # (batch, C, H, W) uint8, every step
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        def sync() -> None:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
 
-    times, flops, mask_times = [], [], []
-    warmup = args.warmup + (5 if args.compile else 0)
-    for step in range(warmup + args.steps):
-        sync()
-        t0 = time.perf_counter()
-        masks = sampler(args.batch, step_generator(args.seed, step))
-        t1 = time.perf_counter()
-        masks = masks.to(device, non_blocking=True)
-        out = train_step(
-            model, optimizer, images, masks, lr=1e-4, weight_decay=0.04, momentum=0.996, amp_dtype=amp
-        )
-        out.loss.item()
-        sync()
-        if step >= warmup:
-            times.append(time.perf_counter() - t0)
-            mask_times.append(t1 - t0)
-            flops.append(step_flops(model, masks, args.batch, args.channels, args.patch))
+        times, flops = [], []
+        warmup = args.warmup + (5 if args.compile else 0)
+        for step in range(warmup + args.steps):
+            sync()
+            t0 = time.perf_counter()
+            trainer.train_step(step, images).loss.item()
+            sync()
+            if step >= warmup:
+                times.append(time.perf_counter() - t0)
+                if args.method == "ijepa":  # outside the timed region
+                    batch = trainer.method.prepare_batch(images.to(device), trainer.step_context(step))
+                    flops.append(jepa_step_flops(trainer.method, batch, args.channels, args.patch))
     s_per_step = statistics.median(times)
-    flops_per_step = statistics.median(flops)
     result = {
+        "method": args.method,
         "model": args.model,
         "img": args.img,
         "channels": args.channels,
@@ -145,6 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
         "pred_depth": args.pred_depth,
         "pred_dim": args.pred_dim,
         "pred_mode": args.pred_mode,
+        "overrides": args.set,
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "dtype": args.dtype,
         "compile": args.compile,
@@ -154,18 +179,19 @@ def main(argv: list[str] | None = None) -> dict:
         "s_per_step_min": round(min(times), 5),
         "s_per_step_max": round(max(times), 5),
         "images_per_s": round(args.batch / s_per_step, 2),
-        "mask_ms_per_step": round(1e3 * statistics.median(mask_times), 3),
-        "gflop_per_step": round(flops_per_step / 1e9, 2),
-        "model_tflop_per_s": round(flops_per_step / s_per_step / 1e12, 4),
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
-    if args.peak_tflops:
-        result["fraction_of_peak"] = round(result["model_tflop_per_s"] / args.peak_tflops, 4)
+    if flops:
+        flops_per_step = statistics.median(flops)
+        result["gflop_per_step"] = round(flops_per_step / 1e9, 2)
+        result["model_tflop_per_s"] = round(flops_per_step / s_per_step / 1e12, 4)
+        if args.peak_tflops:
+            result["fraction_of_peak"] = round(result["model_tflop_per_s"] / args.peak_tflops, 4)
     if not args.json:
         print(
-            f"{args.model} {args.img}px/{args.patch} batch {args.batch} on {result['device']} ({args.dtype}"
-            f"{', compiled' if args.compile else ''}): {result['images_per_s']} images/s, "
+            f"{args.method} {args.model} {args.img}px/{args.patch} batch {args.batch} on {result['device']} "
+            f"({args.dtype}{', compiled' if args.compile else ''}): {result['images_per_s']} images/s, "
             f"{result['s_per_step']} s/step (median of {args.steps})",
             file=sys.stderr,
         )

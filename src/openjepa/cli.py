@@ -12,20 +12,25 @@
     openjepa report RUN_DIR                        a self-contained HTML report of a run
 
 Run ``openjepa COMMAND --help`` for the options of each command. Multi-GPU / multi-node: launch the same
-command through ``torchrun`` (``torchrun --nproc_per_node=8 -m openjepa.cli pretrain CONFIG``).
+command through ``torchrun`` (``torchrun --nproc_per_node=8 -m openjepa.cli pretrain CONFIG``). A method of
+your own: ``openjepa --import my_method.py pretrain CONFIG`` (see docs/extending.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import sys
+import warnings
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
-import torch
-
-from openjepa.config import ConfigError, describe
+from openjepa.config import ConfigError, ConfigLayoutWarning, describe, reference_markdown
 from openjepa.eval.linear import DEFAULT_LRS
+from openjepa.eval.lowshot import LOWSHOT_FRACTIONS
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
@@ -36,37 +41,30 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(state: dict[str, torch.Tensor], prefix: str) -> int:
-    return sum(v.numel() for k, v in state.items() if k.startswith(prefix))
-
-
 def _cmd_info(args: argparse.Namespace) -> int:
-    from openjepa.api import load_checkpoint_config
-    from openjepa.train.checkpoint import find_checkpoint
+    from openjepa.methods import get_method, load_checkpoint_config
+    from openjepa.utils.run_folder import METRICS_NAME, find_checkpoint, run_dir_of
 
     path = find_checkpoint(args.path)
     ckpt, cfg = load_checkpoint_config(path)
-    state = ckpt["model"]
-    info = {
+    parameters: Counter[str] = Counter()
+    for key, value in ckpt["model"].items():
+        parameters[key.split(".", 1)[0]] += value.numel()
+    info: dict[str, Any] = {
         "checkpoint": str(path),
         "size_mb": round(path.stat().st_size / 2**20, 2),
-        "method": ckpt.get("method"),
+        "method": get_method(cfg.method.name).describe(cfg.method),
         "step": ckpt["step"],
         "epoch": round(float(ckpt.get("epoch", 0.0)), 3),
         "world_size": ckpt.get("world_size"),
         "model": f"{cfg.model.name}/{cfg.model.patch_size} at {cfg.data.image_size}px",
-        "parameters": {
-            "encoder": _count(state, "encoder."),
-            "predictor": _count(state, "predictor."),
-            "target_encoder": _count(state, "target_encoder."),
-        },
+        "parameters": dict(parameters),
         "data": cfg.data.dataset,
         "batch_size": cfg.optim.batch_size,
         "epochs": cfg.optim.epochs,
         "keys": sorted(k for k in ckpt if k not in ("model", "optimizer", "rng")),
     }
-    run_dir = path.parent.parent
-    metrics = run_dir / "metrics.jsonl"
+    metrics = run_dir_of(path) / METRICS_NAME
     if metrics.is_file():
         lines = metrics.read_text().strip().splitlines()
         if lines:
@@ -79,181 +77,45 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_setup(args: argparse.Namespace) -> dict:
-    """What every ``eval`` protocol needs: checkpoint, config, data, device, the encoder and baselines."""
-    from openjepa.api import load_checkpoint_config, load_encoder
-    from openjepa.eval.knn_eval import load_eval_data
-    from openjepa.models.build import build_encoder
-    from openjepa.train.checkpoint import find_checkpoint
-    from openjepa.train.loop import resolve_device, resolve_precision
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from openjepa.eval import run
 
-    path = find_checkpoint(args.path)
-    ckpt, cfg = load_checkpoint_config(path)
-    device = resolve_device(args.device)
-    dataset = args.data or cfg.data.dataset
-    data = load_eval_data(
-        dataset,
-        args.root if args.root is not None else cfg.data.root,
-        cfg.data.image_size,
-        cfg.data.channels,
-        args.train_samples if args.train_samples is not None else cfg.eval.train_samples,
-        args.test_samples if args.test_samples is not None else cfg.eval.test_samples,
+    setup = run.setup_evaluation(
+        args.path,
+        data=args.data,
+        root=args.root,
+        encoder=args.encoder,
+        baselines=args.baselines,
+        train_samples=args.train_samples,
+        test_samples=args.test_samples,
+        device=args.device,
+        precision=args.precision,
+        out=args.out,
+        progress=not args.no_progress,
     )
-    epoch = float(ckpt.get("epoch", 0))
-    models: list = []
-    if args.baselines:
-        torch.manual_seed(cfg.run.seed)  # the run's own starting point
-        models.append(
-            ("random init (same ViT)", build_encoder(cfg, int(data.train_images.shape[1])).to(device))
+    protocol = args.eval_command
+    if protocol == "knn":
+        table = run.knn_table(setup, args.k)
+    elif protocol == "linear":
+        table = run.linear_table(setup, args.epochs, args.lrs, args.seed)
+    elif protocol == "finetune":
+        table = run.finetune_table(setup, _finetune_kw(args))
+    else:
+        table = run.lowshot_table(
+            setup, args.fractions, args.epochs, args.lrs, args.seed, _finetune_kw(args), not args.no_finetune
         )
-    name = f"openjepa {args.encoder} encoder (step {ckpt['step']}, epoch {epoch:.2f})"
-    models.append((name, load_encoder(path, args.encoder, device)))
-    out = Path(args.out) if args.out else path.parent.parent / "eval.json"
-    meta = {
-        "checkpoint": str(path),
-        "encoder": args.encoder,
-        "dataset": dataset,
-        "train_samples": len(data.train_labels),
-        "test_samples": len(data.test_labels),
-        "pretraining": {
-            "method": cfg.method,
-            "model": f"{cfg.model.name}/{cfg.model.patch_size}",
-            "step": ckpt["step"],
-            "epoch": round(epoch, 3),
-        },
-    }
-    return {
-        "cfg": cfg,
-        "data": data,
-        "device": device,
-        "amp": resolve_precision(args.precision, device),
-        "models": models,
-        "out": out,
-        "meta": meta,
-        "progress": not args.no_progress,
-    }
-
-
-def _finish_eval(ctx: dict, section: str, rows: list, columns: list, settings: dict, title: str) -> int:
-    from openjepa.eval.protocols import format_rows, write_eval_section
-
-    data = ctx["data"]
-    print(
-        f"{title} on {ctx['meta']['dataset']}: {len(data.train_labels)} train / {len(data.test_labels)} test"
-    )
-    print(format_rows(rows, columns))
-    path = write_eval_section(ctx["out"], section, {**ctx["meta"], "settings": settings, "rows": rows})
-    print(f"wrote {path} ({section})")
+    print(run.format_table(setup, table))
+    print(f"wrote {run.write_table(setup, table)} ({table.section})")
     return 0
 
 
-def _cmd_eval_knn(args: argparse.Namespace) -> int:
-    from openjepa.eval.knn_eval import knn_of_encoder, knn_of_pixels
-
-    ctx = _eval_setup(args)
-    cfg, data = ctx["cfg"], ctx["data"]
-    k = tuple(args.k or cfg.eval.knn_k)
-    temperature = cfg.eval.knn_temperature
-    common = {
-        "k": k,
-        "temperature": temperature,
-        "batch_size": cfg.eval.batch_size,
-        "device": ctx["device"],
-        "amp_dtype": ctx["amp"],
-        "progress": ctx["progress"],
-    }
-    results = []
-    if args.baselines:
-        results.append(("raw pixels", knn_of_pixels(data, k, temperature)))
-    results += [(name, knn_of_encoder(model, data, **common)) for name, model in ctx["models"]]
-    rows = [{"name": name, **{f"k{kk}": round(acc[kk], 2) for kk in k}} for name, acc in results]
-    settings = {"k": list(k), "temperature": temperature, "features": "average-pooled last block"}
-    return _finish_eval(ctx, "knn", rows, [f"k{kk}" for kk in k], settings, "kNN (cosine, weighted)")
-
-
-def _feature_kw(ctx: dict) -> dict:
-    return {"batch_size": ctx["cfg"].eval.batch_size, "device": ctx["device"], "amp_dtype": ctx["amp"]}
-
-
-def _cmd_eval_linear(args: argparse.Namespace) -> int:
-    from openjepa.eval.protocols import linear_rows
-
-    ctx = _eval_setup(args)
-    models = ([("raw pixels", None)] if args.baselines else []) + ctx["models"]
-    rows = linear_rows(
-        models,
-        ctx["data"],
-        epochs=args.epochs,
-        lrs=args.lrs,
-        seed=args.seed,
-        feature_kw=_feature_kw(ctx),
-        progress=ctx["progress"],
-    )
-    settings = rows[0]["settings"] if rows else {}
-    for r in rows:
-        r.pop("settings")
-    return _finish_eval(ctx, "linear", rows, ["top1", "val_top1"], settings, "Linear probe")
-
-
-def _finetune_kw(args: argparse.Namespace, ctx: dict) -> dict:
-    kw = {"device": ctx["device"], "amp_dtype": ctx["amp"], "seed": args.seed}
+def _finetune_kw(args: argparse.Namespace) -> dict[str, Any]:
+    kw: dict[str, Any] = {"seed": args.seed}
     for key in ("epochs", "lr", "layer_decay", "batch_size"):
         value = getattr(args, f"ft_{key}")
         if value is not None:
             kw[key] = value
     return kw
-
-
-def _cmd_eval_finetune(args: argparse.Namespace) -> int:
-    from openjepa.eval.protocols import finetune_rows
-
-    ctx = _eval_setup(args)
-    rows = finetune_rows(
-        ctx["models"], ctx["data"], finetune_kw=_finetune_kw(args, ctx), progress=ctx["progress"]
-    )
-    settings = rows[-1]["settings"]
-    for r in rows:
-        r.pop("settings")
-    return _finish_eval(ctx, "finetune", rows, ["top1"], settings, "Fine-tuning")
-
-
-def _cmd_eval_lowshot(args: argparse.Namespace) -> int:
-    from openjepa.eval.protocols import finetune_rows, linear_rows, lowshot_indices
-
-    ctx = _eval_setup(args)
-    data = ctx["data"]
-    names = (["raw pixels"] if args.baselines else []) + [name for name, _ in ctx["models"]]
-    rows = [{"name": name} for name in names]
-    columns = []
-    settings: dict = {"fractions": list(args.fractions), "subset_seed": args.seed}
-    for fraction in args.fractions:
-        index = lowshot_indices(data.train_labels, fraction, args.seed)
-        label = f"{fraction * 100:g}%"
-        settings[f"images {label}"] = len(index)
-        models = ([("raw pixels", None)] if args.baselines else []) + ctx["models"]
-        lin = linear_rows(
-            models,
-            data,
-            index,
-            epochs=args.epochs,
-            lrs=args.lrs,
-            seed=args.seed,
-            feature_kw=_feature_kw(ctx),
-            progress=ctx["progress"],
-        )
-        columns.append(f"linear {label}")
-        for row, r in zip(rows, lin, strict=False):
-            row[f"linear {label}"] = r["top1"]
-        if not args.no_finetune:
-            ft = finetune_rows(
-                ctx["models"], data, index, finetune_kw=_finetune_kw(args, ctx), progress=ctx["progress"]
-            )
-            columns.append(f"finetune {label}")
-            offset = len(rows) - len(ft)
-            for row, r in zip(rows[offset:], ft, strict=False):
-                row[f"finetune {label}"] = r["top1"]
-            settings["finetune"] = ft[-1]["settings"]
-    return _finish_eval(ctx, "lowshot", rows, columns, settings, "Low-shot (class-balanced label subsets)")
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
@@ -278,6 +140,9 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(reference_markdown(), end="")
+        return 0
     print("Configuration keys (type = default); set them in YAML or as key.sub=value overrides:")
     print(describe())
     return 0
@@ -286,9 +151,19 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="openjepa",
-        description="Self-supervised pretraining of Vision Transformers with I-JEPA, and tools around it.",
+        description="Self-supervised pretraining of Vision Transformers with I-JEPA and C-JEPA, and tools "
+        "around it.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="import a Python module (dotted name) or .py file first, e.g. one that registers a method of "
+        "your own; repeatable",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -314,26 +189,26 @@ def build_parser() -> argparse.ArgumentParser:
     eval_sub = p.add_subparsers(dest="eval_command", required=True, metavar="PROTOCOL")
     protocols = {
         "knn": (
-            _cmd_eval_knn,
+            _cmd_eval,
             "weighted kNN on average-pooled features of the frozen encoder",
             "Weighted kNN (cosine similarity, temperature-weighted votes) on average-pooled tokens of the "
             "frozen encoder.",
         ),
         "linear": (
-            _cmd_eval_linear,
+            _cmd_eval,
             "linear probe grid on frozen features",
             "Linear heads on frozen average-pooled features, trained together: learning rates x {last "
             "block, last 4 blocks} x {with, without batch norm}. The best head is chosen on 10%% of the "
             "training images held out for validation, then scored once on the test set.",
         ),
         "finetune": (
-            _cmd_eval_finetune,
+            _cmd_eval,
             "full fine-tuning with layer-wise LR decay",
             "Fine-tune a copy of the encoder with a linear head: AdamW, layer-wise LR decay, warm-up then "
             "cosine, label smoothing, random resized crops. Scored once on the test set at the end.",
         ),
         "lowshot": (
-            _cmd_eval_lowshot,
+            _cmd_eval,
             "linear probe and fine-tuning with 1%% and 10%% of the labels",
             "Linear probe and fine-tuning on fixed, seeded, class-balanced subsets of the training labels.",
         ),
@@ -348,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--root", help="dataset folder (default: the one it was trained on / the default search)"
         )
         e.add_argument(
-            "--encoder", choices=["target", "context"], default="target", help="which encoder (target)"
+            "--encoder",
+            help="which of the method's encoders (default: the one it evaluates; I-JEPA: target, or context)",
         )
         e.add_argument(
             "--baselines", action="store_true", help="also evaluate raw pixels and a random-init ViT"
@@ -379,7 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--ft-batch-size", type=int, help="fine-tuning batch size (256)")
         if proto == "lowshot":
             e.add_argument(
-                "--fractions", type=float, nargs="+", default=[0.01, 0.1], help="label fractions (0.01 0.1)"
+                "--fractions",
+                type=float,
+                nargs="+",
+                default=list(LOWSHOT_FRACTIONS),
+                help=f"label fractions ({' '.join(f'{f:g}' for f in LOWSHOT_FRACTIONS)})",
             )
             e.add_argument("--no-finetune", action="store_true", help="linear probe only")
         e.set_defaults(func=func)
@@ -396,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset name (default: the one it was trained on)")
     p.add_argument("--root", help="dataset folder")
     p.add_argument("--split", default="test", choices=["train", "test"], help="split (test)")
-    p.add_argument("--encoder", choices=["target", "context"], default="target", help="which encoder")
+    p.add_argument("--encoder", help="which of the method's encoders (default: the one it evaluates)")
     p.add_argument("--last-k", type=int, default=1, help="concatenate the last K blocks (1)")
     p.add_argument("--samples", type=int, help="only the first N images")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (256)")
@@ -406,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser("config", help="list every configuration key with its type and default")
+    p.add_argument("--markdown", action="store_true", help="print docs/config.md (the reference as tables)")
     p.set_defaults(func=_cmd_config)
 
     from openjepa.interop.cli import add_commands as add_interop_commands
@@ -416,18 +297,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def import_plugin(spec: str) -> None:
+    """Import a module by dotted name, or a ``.py`` file by path (e.g. one that registers a method).
+
+    Raises:
+        FileNotFoundError: a ``.py`` path that does not exist.
+        ValueError: a dotted name that cannot be imported.
+    """
+    if spec.endswith(".py"):
+        path = Path(spec)
+        if not path.is_file():
+            raise FileNotFoundError(f"--import {spec}: no such file")
+        name = f"openjepa_plugin_{path.stem}"
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        assert module_spec is not None and module_spec.loader is not None
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        module_spec.loader.exec_module(module)
+        return
+    try:
+        importlib.import_module(spec)
+    except ImportError as err:
+        raise ValueError(f"--import {spec}: cannot import it ({err})") from err
+
+
+def _show_warning(
+    message: Any, category: Any, filename: Any, lineno: Any, file: Any = None, line: Any = None
+) -> None:
+    print(f"openjepa: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ConfigLayoutWarning)
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from openjepa.train.trainer import NonFiniteLossError
+
     try:
-        return args.func(args)
+        for spec in args.imports:
+            import_plugin(spec)
+        return int(args.func(args))
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"openjepa: error: {err}", file=sys.stderr)
         return 2
-    except RuntimeError as err:
-        from openjepa.train.loop import NonFiniteLossError
-
-        if not isinstance(err, NonFiniteLossError):
-            raise
+    except NonFiniteLossError as err:
         print(f"openjepa: stopped: {err}", file=sys.stderr)
         return 3
 

@@ -5,12 +5,12 @@ loop over images. Randomness comes only from an explicit :class:`torch.Generator
 uses torch's global generator); random numbers are drawn on the generator's device and moved to the
 images' device, so a CPU generator gives the same crops on CPU and GPU.
 
-The typical training pipeline moves a uint8 batch to the device and then runs :class:`BatchTransform`:
+The pretraining pipeline built from them is :class:`openjepa.data.augment.PretrainAugment`:
 
-    >>> t = BatchTransform(size=28, mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD, crop_scale=(0.3, 1.0))
     >>> g = torch.Generator().manual_seed(0)
-    >>> x = t(torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8), generator=g)
-    >>> x.shape
+    >>> x = random_resized_crop(to_float(torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)), 28,
+    ...                         (0.3, 1.0), generator=g)
+    >>> normalize(x, FASHION_MNIST_MEAN, FASHION_MNIST_STD).shape
     torch.Size([8, 1, 28, 28])
 """
 
@@ -90,15 +90,12 @@ def _check_batch(images: torch.Tensor, fn: str) -> None:
 
 
 def _as_size(size: int | Sequence[int], fn: str) -> tuple[int, int]:
-    if isinstance(size, int):
-        out = (size, size)
-    else:
-        out = tuple(int(s) for s in size)
-        if len(out) != 2:
-            raise ValueError(f"{fn}: size must be an int or (height, width), got {size!r}")
-    if min(out) < 1:
+    sides = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    if len(sides) != 2:
+        raise ValueError(f"{fn}: size must be an int or (height, width), got {size!r}")
+    if min(sides) < 1:
         raise ValueError(f"{fn}: size must be positive, got {size!r}")
-    return out  # type: ignore[return-value]
+    return sides[0], sides[1]
 
 
 def _uniform(
@@ -336,60 +333,3 @@ class ResizeCenterCrop:
 
     def __repr__(self) -> str:
         return f"ResizeCenterCrop(size={self.size}, resize_size={self.resize_size})"
-
-
-class BatchTransform:
-    """The training-time batch pipeline: to float → random resized crop (or resize) → flip → normalise.
-
-    Call it on a batch already moved to the device. uint8 input is scaled to [0, 1] first.
-
-    Args:
-        size: output side.
-        mean: per-channel mean for normalisation.
-        std: per-channel std for normalisation.
-        crop_scale: area range of :func:`random_resized_crop`; ``None`` disables the random crop and
-            resizes the whole image to ``size`` instead (deterministic; for evaluation).
-        crop_ratio: aspect-ratio range of the random crop.
-        flip_p: probability of a horizontal flip (0 disables it; I-JEPA uses no flip).
-
-    Example:
-        >>> t = BatchTransform(224, IMAGENET_MEAN, IMAGENET_STD, crop_scale=(0.3, 1.0))
-        >>> out = t(torch.rand(2, 3, 256, 256), generator=torch.Generator().manual_seed(0))
-        >>> out.shape
-        torch.Size([2, 3, 224, 224])
-    """
-
-    def __init__(
-        self,
-        size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        crop_scale: tuple[float, float] | None = (0.3, 1.0),
-        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        flip_p: float = 0.0,
-    ) -> None:
-        if len(mean) != len(std):
-            raise ValueError(f"mean ({len(mean)} values) and std ({len(std)} values) differ in length")
-        self.size = size
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
-        self.crop_scale = crop_scale
-        self.crop_ratio = crop_ratio
-        self.flip_p = flip_p
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Transform a (B, C, H, W) batch (uint8 or float) into a normalised (B, C, size, size) batch."""
-        x = to_float(images)
-        if self.crop_scale is not None:
-            x = random_resized_crop(x, self.size, self.crop_scale, self.crop_ratio, generator)
-        elif x.shape[-2:] != (self.size, self.size):
-            x = resize(x, (self.size, self.size))
-        if self.flip_p > 0:
-            x = random_horizontal_flip(x, self.flip_p, generator)
-        return normalize(x, self.mean, self.std)
-
-    def __repr__(self) -> str:
-        return (
-            f"BatchTransform(size={self.size}, mean={self.mean}, std={self.std}, "
-            f"crop_scale={self.crop_scale}, crop_ratio={self.crop_ratio}, flip_p={self.flip_p})"
-        )

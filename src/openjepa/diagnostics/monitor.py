@@ -1,30 +1,44 @@
 """Online monitoring during pretraining: kNN on a fixed held-out subset and collapse metrics.
 
 The monitor draws two fixed, disjoint subsets of the *training* split once: a labelled memory bank (the
-first ``train_samples`` images) and queries (the last ``val_samples`` images). Every few epochs the target
-encoder embeds both (average-pooled tokens), and the monitor reports the queries' kNN accuracy against the
-bank, plus the collapse metrics of the query embeddings (see :mod:`openjepa.diagnostics.collapse`). The
-test split is never used, so choosing the "best" checkpoint by this kNN does not peek at test data.
+first ``train_samples`` images) and queries (the last ``val_samples`` images). Every few epochs the
+method's evaluated encoder (I-JEPA: the target encoder) embeds both (average-pooled tokens), and the
+monitor reports the queries' kNN accuracy against the bank, plus the collapse metrics of the query
+embeddings (see :mod:`openjepa.diagnostics.collapse`). The test split is never used, so choosing the "best"
+checkpoint by this kNN does not peek at test data.
+
+:class:`MonitorCallback` runs it inside the trainer (``eval.monitor_every``) and keeps ``best.pt``
+(``run.keep_best``).
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any
+import math
+import sys
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
+from openjepa.config import Config
+from openjepa.data.datasets import in_memory_tensors
 from openjepa.diagnostics.collapse import collapse_metrics, collapse_warnings
+from openjepa.eval.data import encoder_input
 from openjepa.eval.features import extract_features
 from openjepa.eval.knn import knn_classify
-from openjepa.eval.knn_eval import encoder_input
+from openjepa.runtime.device import autocast
+from openjepa.runtime.distributed import barrier
+from openjepa.train.callbacks import Callback
+
+if TYPE_CHECKING:
+    from openjepa.train.trainer import Trainer
 
 
 def _images_and_labels(dataset: Any, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    images = getattr(dataset, "images", None)
-    labels = getattr(dataset, "labels", None)
-    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
+    tensors = in_memory_tensors(dataset)
+    if tensors is not None:
+        images, labels = tensors
         return images[indices], labels[indices].long()
     items = [dataset[int(i)] for i in indices]
     return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
@@ -75,12 +89,7 @@ class OnlineMonitor:
         self.device, self.amp_dtype = torch.device(device), amp_dtype
 
     def _embed(self, encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.amp_dtype)
-            if self.amp_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with autocast:
+        with autocast(self.device, self.amp_dtype):
             feats, _ = extract_features(
                 encoder,
                 images,
@@ -107,3 +116,98 @@ class OnlineMonitor:
         out["collapse"] = bool(reasons)
         out["collapse_reasons"] = reasons
         return out
+
+
+class MonitorCallback(Callback):
+    """The online monitor inside the trainer: before the first step, every ``every_epochs`` epochs and at
+    the last step, on the main process. It logs a ``"monitor": true`` line, warns on collapse, and keeps the
+    best checkpoint by online kNN as ``best.pt`` when ``keep_best``.
+
+    Args:
+        every_epochs: epochs between checks (may be fractional).
+        keep_best: write ``checkpoints/best.pt`` whenever the online kNN improves.
+        **monitor: arguments of :class:`OnlineMonitor` other than the dataset, image size and device.
+    """
+
+    state_key: ClassVar[str | None] = "online_monitor"
+    handles: ClassVar[tuple[str, ...]] = ("eval.monitor_every", "run.keep_best")
+
+    def __init__(self, every_epochs: float, keep_best: bool = False, **monitor: Any) -> None:
+        if every_epochs <= 0:
+            raise ValueError(f"eval.monitor_every must be a positive number of epochs, got {every_epochs}")
+        self.every_epochs = every_epochs
+        self.every_steps = 1
+        self.keep_best = keep_best
+        self.options = monitor
+        self.monitor: OnlineMonitor | None = None
+        self.best_knn = -math.inf
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> MonitorCallback | None:
+        """The monitor ``cfg.eval`` asks for, or None when ``eval.monitor_every`` is off."""
+        e = cfg.eval
+        if e.monitor_every is None:
+            return None
+        return cls(
+            e.monitor_every,
+            keep_best=cfg.run.keep_best,
+            train_samples=e.monitor_train_samples,
+            val_samples=e.monitor_val_samples,
+            k=e.monitor_k,
+            temperature=e.knn_temperature,
+            batch_size=e.batch_size,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_knn": self.best_knn}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_knn = float(state.get("best_knn", -math.inf))
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.every_steps = max(1, round(self.every_epochs * trainer.stream.steps_per_epoch))
+        if trainer.runtime.dist.is_main:
+            augment = trainer.augment
+            self.monitor = OnlineMonitor(
+                trainer.dataset,
+                augment.size,
+                augment.mean,
+                augment.std,
+                device=trainer.device,
+                amp_dtype=trainer.runtime.amp_dtype,
+                **self.options,
+            )
+        if trainer.step == 0 and trainer.end_step > 0:
+            self.check(trainer)  # the starting point, for comparison
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        if trainer.step % self.every_steps == 0 or trainer.step == trainer.end_step:
+            self.check(trainer)
+
+    def check(self, trainer: Trainer) -> None:
+        """Run the monitor on the method's evaluated encoder (main process); every process waits."""
+        if self.monitor is not None:
+            t0 = time.perf_counter()
+            result = self.monitor(trainer.method.get_encoder())
+            reasons = result.pop("collapse_reasons")
+            trainer.log(
+                {
+                    "epoch": round(trainer.epoch, 4),
+                    "monitor": True,
+                    **result,
+                    "monitor_s": round(time.perf_counter() - t0, 2),
+                }
+            )
+            if reasons:
+                print(
+                    f"openjepa: warning: the features look collapsed at step {trainer.step} "
+                    f"({'; '.join(reasons)}). Consider a lower optim.lr, a slower EMA (method.ema) "
+                    "or variance/covariance terms (C-JEPA).",
+                    file=sys.stderr,
+                )
+            knn = result.get("knn_top1")
+            if knn is not None and knn > self.best_knn:
+                self.best_knn = knn
+                if self.keep_best:
+                    trainer.save_best({"step": trainer.step, "knn_top1": knn})
+        barrier(trainer.runtime.dist)

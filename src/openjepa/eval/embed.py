@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from openjepa.data.datasets import build_dataset
+from openjepa.data.datasets import build_dataset, in_memory_tensors
+from openjepa.data.datasets.base import dataset_size
 from openjepa.data.transforms import normalization_stats
+from openjepa.eval.data import encoder_input
 from openjepa.eval.features import extract_features
-from openjepa.eval.knn_eval import encoder_input
-from openjepa.train.checkpoint import atomic_write
+from openjepa.methods.loading import load_checkpoint_config, load_encoder
+from openjepa.runtime.device import autocast, resolve_device, resolve_precision
+from openjepa.utils.io import atomic_write
+from openjepa.utils.run_folder import find_checkpoint
 
 FORMATS = (".npz", ".npy", ".safetensors")
 
@@ -31,10 +34,10 @@ def save_features(features: torch.Tensor, labels: torch.Tensor | None, out: str 
     labs = None if labels is None else labels.long().contiguous()
 
     if suffix == ".npz":
-        arrays = {"features": feats.numpy()}
-        if labs is not None:
-            arrays["labels"] = labs.numpy()
-        atomic_write(out, lambda f: np.savez(f, **arrays))
+        if labs is None:
+            atomic_write(out, lambda f: np.savez(f, features=feats.numpy()))
+        else:
+            atomic_write(out, lambda f: np.savez(f, features=feats.numpy(), labels=labs.numpy()))
     elif suffix == ".npy":
         atomic_write(out, lambda f: np.save(f, feats.numpy()))
         if labs is not None:
@@ -61,7 +64,7 @@ def embed_to_file(
     dataset: str | None = None,
     root: str | None = None,
     split: str = "test",
-    encoder: str = "target",
+    encoder: str | None = None,
     last_k: int = 1,
     samples: int | None = None,
     batch_size: int = 256,
@@ -77,7 +80,7 @@ def embed_to_file(
         dataset: dataset name (default: the one the checkpoint was trained on).
         root: dataset folder (default: the checkpoint's, or the default search).
         split: ``train`` or ``test``.
-        encoder: ``target`` or ``context``.
+        encoder: the encoder's role in its method (None: the one the method evaluates).
         last_k: concatenate the average-pooled outputs of the last ``k`` blocks.
         samples: only the first ``N`` images.
         batch_size: images per forward pass.
@@ -85,10 +88,6 @@ def embed_to_file(
         precision: ``auto``, ``fp32`` or ``bf16``.
         progress: show a progress bar.
     """
-    from openjepa.api import load_checkpoint_config, load_encoder
-    from openjepa.train.checkpoint import find_checkpoint
-    from openjepa.train.loop import resolve_device, resolve_precision
-
     if Path(out).suffix.lower() not in FORMATS:
         raise ValueError(f"unknown output format {Path(out).suffix!r}; use one of {FORMATS}")
     path = find_checkpoint(checkpoint)
@@ -105,18 +104,17 @@ def embed_to_file(
     mean, std = normalization_stats(name, channels)
 
     preprocess = encoder_input(size, mean, std)
-    n = len(ds) if samples is None else min(samples, len(ds))
-    images = getattr(ds, "images", None)
-    labels = getattr(ds, "labels", None)
-    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
+    n = dataset_size(ds) if samples is None else min(samples, dataset_size(ds))
+    tensors = in_memory_tensors(ds)
+    if tensors is not None:
+        images, labels = tensors
         source: object = images[:n]
         given_labels: torch.Tensor | None = labels[:n]
     else:
         subset = torch.utils.data.Subset(ds, range(n))
         source = torch.utils.data.DataLoader(subset, batch_size=batch_size, num_workers=0)
         given_labels = None
-    autocast = torch.autocast(dev.type, dtype=amp) if amp is not None else contextlib.nullcontext()
-    with autocast:
+    with autocast(dev, amp):
         feats, labs = extract_features(
             model,
             source,  # type: ignore[arg-type]

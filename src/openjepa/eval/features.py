@@ -14,11 +14,14 @@ over the token axis (dim 1).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from openjepa.eval.data import EvalData, eval_preprocess
+from openjepa.runtime.device import autocast
 
 Preprocess = Callable[[torch.Tensor], torch.Tensor]
 
@@ -155,7 +158,7 @@ def extract_features(
         if labels is not None:
             raise ValueError("labels must be None when images_or_loader is a loader; it yields its own")
         batches = _loader_batches(images_or_loader)
-        total = len(images_or_loader) if hasattr(images_or_loader, "__len__") else None
+        total = len(images_or_loader) if isinstance(images_or_loader, Sized) else None
 
     if device is None:
         first = next(encoder.parameters(), None)
@@ -200,3 +203,44 @@ def extract_features(
     features = torch.cat(feature_parts)  # (N, k·D)
     out_labels = torch.cat(label_parts).long() if label_parts else None  # (N,)
     return features, out_labels
+
+
+def encoder_features(
+    encoder: nn.Module,
+    images: torch.Tensor,
+    data: EvalData,
+    last_k: int = 4,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Average-pooled features ``{"last1": (N, D), "last4": (N, 4D)}`` of one forward pass per batch.
+
+    ``last{k}`` concatenates the last ``k`` blocks (each through the final norm, oldest first), so its last
+    ``D`` columns are ``last1``. ``k`` is capped at the encoder's depth.
+    """
+    blocks = getattr(encoder, "blocks", None)
+    if blocks is not None:
+        last_k = min(last_k, len(blocks))
+    device = torch.device(device)
+    with autocast(device, amp_dtype):
+        feats, _ = extract_features(
+            encoder,
+            images,
+            batch_size=batch_size,
+            device=device,
+            last_k_blocks=last_k,
+            preprocess=eval_preprocess(data),
+            progress=progress,
+        )
+    dim = feats.shape[1] // last_k
+    out = {"last1": feats[:, -dim:]}
+    if last_k > 1:
+        out[f"last{last_k}"] = feats
+    return out
+
+
+def pixel_features(images: torch.Tensor, data: EvalData) -> torch.Tensor:
+    """Normalised raw pixels, flattened: ``(N, C·H·W)``."""
+    return eval_preprocess(data)(images).flatten(1)

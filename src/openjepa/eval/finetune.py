@@ -23,10 +23,9 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +35,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from openjepa.data.transforms import random_horizontal_flip, random_resized_crop
+from openjepa.eval.data import EvalData, eval_preprocess
 from openjepa.eval.features import pool_tokens
-from openjepa.train.schedules import warmup_cosine
+from openjepa.runtime.device import autocast
+from openjepa.utils.schedules import warmup_cosine
 
 Preprocess = Callable[[torch.Tensor], torch.Tensor]
 
@@ -230,12 +231,6 @@ def _to_input(batch: torch.Tensor, preprocess: Preprocess | None) -> torch.Tenso
     return x
 
 
-def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=amp_dtype)
-
-
 def classifier_accuracy(
     model: nn.Module,
     images: torch.Tensor,
@@ -273,7 +268,7 @@ def classifier_accuracy(
         with torch.inference_mode():
             for start in range(0, images.shape[0], batch_size):
                 x = _to_input(images[start : start + batch_size].to(device, non_blocking=True), preprocess)
-                with _autocast(device, amp_dtype):
+                with autocast(device, amp_dtype):
                     logits = model(x)  # (B, num_classes)
                 pred = logits.float().argmax(dim=1).cpu()  # (B,)
                 correct += int((pred == labels[start : start + batch_size].cpu()).sum())
@@ -455,7 +450,7 @@ def finetune(
                     if flip:
                         x = random_horizontal_flip(x, 0.5, generator)
                 y = train_labels[idx].to(device, non_blocking=True).long()  # (B,)
-                with _autocast(device, amp_dtype):
+                with autocast(device, amp_dtype):
                     logits = model(x)  # (B, num_classes)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
@@ -505,3 +500,38 @@ def finetune(
         settings=settings,
         model=model,
     )
+
+
+def finetune_rows(
+    models: Sequence[tuple[str, nn.Module]],
+    data: EvalData,
+    train_index: torch.Tensor | None = None,
+    *,
+    finetune_kw: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Fine-tuning rows: each encoder is copied, fine-tuned with its head, and scored once on test."""
+    train_images = data.train_images if train_index is None else data.train_images[train_index]
+    train_labels = data.train_labels if train_index is None else data.train_labels[train_index]
+    rows = []
+    for name, model in models:
+        res = finetune(
+            model,
+            train_images,
+            train_labels,
+            data.test_images,
+            data.test_labels,
+            preprocess=eval_preprocess(data),
+            progress=progress,
+            **(finetune_kw or {}),
+        )
+        settings = {k: v for k, v in res.settings.items() if isinstance(v, (int, float, str, bool, list))}
+        rows.append(
+            {
+                "name": name,
+                "top1": round(res.test_top1, 2),
+                "train_loss": round(res.train_loss, 4),
+                "settings": settings,
+            }
+        )
+    return rows

@@ -18,6 +18,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from openjepa.eval.data import EvalData, eval_preprocess
+from openjepa.eval.features import extract_features
+from openjepa.runtime.device import autocast
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -270,4 +275,46 @@ def knn_accuracy_pixels(
         temperature=temperature,
         chunk_size=chunk_size,
         device=device,
+    )
+
+
+def knn_of_encoder(
+    encoder: nn.Module,
+    data: EvalData,
+    k: tuple[int, ...] = (10, 20, 200),
+    temperature: float = 0.07,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = True,
+) -> dict[int, float]:
+    """kNN accuracy (percent per k) of mean-pooled encoder features."""
+    device = torch.device(device)
+    with autocast(device, amp_dtype):
+        train, test = (
+            extract_features(
+                encoder,
+                images,
+                batch_size=batch_size,
+                device=device,
+                preprocess=eval_preprocess(data),
+                progress=progress,
+            )[0]
+            for images in (data.train_images, data.test_images)
+        )
+    return knn_classify(train, data.train_labels, test, data.test_labels, k=k, temperature=temperature)
+
+
+def knn_of_pixels(
+    data: EvalData, k: tuple[int, ...] = (10, 20, 200), temperature: float = 0.07
+) -> dict[int, float]:
+    """kNN accuracy on normalised raw pixels (the same preprocessing as the encoders get)."""
+    prep = eval_preprocess(data)
+    return knn_accuracy_pixels(
+        prep(data.train_images),
+        data.train_labels,
+        prep(data.test_images),
+        data.test_labels,
+        k=k,
+        temperature=temperature,
     )

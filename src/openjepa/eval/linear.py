@@ -21,6 +21,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from openjepa.eval.data import EvalData
+from openjepa.eval.features import encoder_features, pixel_features
+
 DEFAULT_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 
 
@@ -130,9 +133,10 @@ def linear_probe(
     y = train_labels.to(device)
 
     grid = [(name, lr, bn) for name in feats for bn in batch_norm for lr in lrs]
-    heads = nn.ModuleList(_Head(feats[name].shape[1], num_classes, bn) for name, _, bn in grid).to(device)
+    head_list = [_Head(feats[name].shape[1], num_classes, bn) for name, _, bn in grid]
+    heads = nn.ModuleList(head_list).to(device)
     groups = []
-    for head, (_, lr, _) in zip(heads, grid, strict=False):
+    for head, (_, lr, _) in zip(head_list, grid, strict=True):
         groups.append({"params": [head.linear.weight], "lr": lr, "base_lr": lr, "weight_decay": weight_decay})
         groups.append({"params": [head.linear.bias], "lr": lr, "base_lr": lr, "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups)
@@ -171,14 +175,14 @@ def linear_probe(
             correct += int((logits.argmax(1).cpu() == labels[start : start + 8192]).sum())
         return 100.0 * correct / x.shape[0]
 
-    rows = []
-    for head, (name, lr, bn) in zip(heads, grid, strict=False):
+    results: list[dict[str, Any]] = []
+    for head, (name, lr, bn) in zip(head_list, grid, strict=True):
         val = accuracy(head, feats[name][val_idx.to(device)], train_labels[val_idx])
-        rows.append({"features": name, "lr": lr, "batch_norm": bn, "val_top1": val})
-    best_i = max(range(len(rows)), key=lambda i: rows[i]["val_top1"])  # first of ties: lowest lr
-    name = rows[best_i]["features"]
-    test_x = test_features[name].float() * scales[name]
-    test_top1 = accuracy(heads[best_i], test_x, test_labels)
+        results.append({"features": name, "lr": lr, "batch_norm": bn, "val_top1": val})
+    best_i = max(range(len(results)), key=lambda i: results[i]["val_top1"])  # first of ties: lowest lr
+    best_name = results[best_i]["features"]
+    test_x = test_features[best_name].float() * scales[best_name]
+    test_top1 = accuracy(head_list[best_i], test_x, test_labels)
     settings = {
         "lrs": list(lrs),
         "batch_norm": list(batch_norm),
@@ -191,4 +195,51 @@ def linear_probe(
         "val_samples": len(val_idx),
         "test_samples": int(test_labels.shape[0]),
     }
-    return ProbeResult(test_top1, dict(rows[best_i]), rows, settings)
+    return ProbeResult(test_top1, dict(results[best_i]), results, settings)
+
+
+def linear_rows(
+    models: Sequence[tuple[str, nn.Module | None]],
+    data: EvalData,
+    train_index: torch.Tensor | None = None,
+    *,
+    epochs: int = 50,
+    lrs: Sequence[float] = DEFAULT_LRS,
+    seed: int = 0,
+    feature_kw: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Linear-probe rows; a model ``None`` means raw pixels."""
+    feature_kw = dict(feature_kw or {}, progress=progress)
+    train_images = data.train_images if train_index is None else data.train_images[train_index]
+    train_labels = data.train_labels if train_index is None else data.train_labels[train_index]
+    rows = []
+    for name, model in models:
+        if model is None:
+            train_f = {"pixels": pixel_features(train_images, data)}
+            test_f = {"pixels": pixel_features(data.test_images, data)}
+        else:
+            train_f = encoder_features(model, train_images, data, **feature_kw)
+            test_f = encoder_features(model, data.test_images, data, **feature_kw)
+        res = linear_probe(
+            train_f,
+            train_labels,
+            test_f,
+            data.test_labels,
+            lrs=lrs,
+            epochs=epochs,
+            seed=seed,
+            progress=progress,
+        )
+        rows.append(
+            {
+                "name": name,
+                "top1": round(res.test_top1, 2),
+                "val_top1": round(res.best["val_top1"], 2),
+                "features": res.best["features"],
+                "lr": res.best["lr"],
+                "batch_norm": res.best["batch_norm"],
+                "settings": res.settings,
+            }
+        )
+    return rows

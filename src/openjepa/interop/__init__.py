@@ -10,7 +10,8 @@ The Hugging Face functions need ``safetensors`` (``pip install 'openjepa[hf]'``)
 they are called, not here.
 """
 
-from openjepa.interop.hf import export_hf, export_safetensors, import_hf, load_safetensors_encoder
+from openjepa.interop.hf import export_hf, import_hf
 from openjepa.interop.reference import import_reference
+from openjepa.interop.safetensors import export_safetensors, load_safetensors_encoder
 
 __all__ = ["export_hf", "export_safetensors", "import_hf", "import_reference", "load_safetensors_encoder"]

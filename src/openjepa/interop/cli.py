@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from openjepa.api import ENCODERS
-
 
 def _fail(err: Exception) -> int:
     print(f"openjepa: error: {err}", file=sys.stderr)
@@ -32,14 +30,15 @@ def _cmd_import_reference(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from openjepa.interop.hf import export_hf, export_safetensors
+    from openjepa.interop.hf import export_hf
+    from openjepa.interop.safetensors import export_safetensors
 
     export = export_hf if args.format == "hf" else export_safetensors
     try:
         path = export(args.path, args.out, args.encoder)
     except ImportError as err:
         return _fail(err)
-    print(f"wrote {path} ({args.encoder} encoder, {args.format} format)")
+    print(f"wrote {path} ({args.encoder or 'evaluated'} encoder, {args.format} format)")
     return 0
 
 
@@ -77,7 +76,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder to create (must not hold a checkpoint)")
     p.add_argument(
         "--encoder",
-        choices=ENCODERS,
+        choices=("target", "context"),
         default="target",
         help="which reference encoder becomes the evaluated (target) encoder: target (EMA; default) or "
         "context",
@@ -109,7 +108,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("path", help="checkpoint file, or a run folder (its latest checkpoint)")
     p.add_argument("--format", required=True, choices=["hf", "safetensors"], help="what to write")
     p.add_argument("--out", required=True, help="folder (hf) or .safetensors file (safetensors) to write")
-    p.add_argument("--encoder", choices=ENCODERS, default="target", help="which encoder to export (target)")
+    p.add_argument("--encoder", help="which of the method's encoders (default: the one it evaluates)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(

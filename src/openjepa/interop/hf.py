@@ -1,5 +1,5 @@
-"""Export openjepa encoders for Hugging Face ``transformers`` (``IJepaModel``) or as bare safetensors, and
-import ``IJepaModel`` checkpoints as openjepa run folders.
+"""Export openjepa encoders for Hugging Face ``transformers`` (``IJepaModel``), and import ``IJepaModel``
+checkpoints as openjepa run folders.
 
 Key names, openjepa ``VisionTransformer`` → ``IJepaModel``, in the layout of the converted I-JEPA
 checkpoints on the Hugging Face Hub (transformers 4.x loads it as it is; transformers 5 writes the same
@@ -32,8 +32,7 @@ A Hugging Face checkpoint holds one encoder and no predictor. ``import_hf`` writ
 of the run folder and writes no predictor: ``load_encoder``, ``openjepa info`` and ``openjepa eval knn``
 work; ``load_model`` reports the missing predictor keys.
 
-The bare export, ``export_safetensors``, writes the encoder's own state dict (openjepa key names) and,
-beside it, a JSON file of the ``VisionTransformer`` arguments; ``load_safetensors_encoder`` reads both.
+The bare export without Hugging Face's key names is :mod:`openjepa.interop.safetensors`.
 """
 
 from __future__ import annotations
@@ -43,33 +42,37 @@ import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
 
-from openjepa.api import load_encoder
-from openjepa.interop.reference import IJepaArchitecture, check_state_dict, save_imported_run, size_name
+from openjepa.interop.reference import (
+    REFERENCE_METHOD,
+    IJepaArchitecture,
+    check_state_dict,
+    save_imported_run,
+)
+from openjepa.interop.safetensors import safetensors_module
+from openjepa.methods.base import get_method
+from openjepa.methods.loading import load_encoder
 from openjepa.models.build import build_encoder
-from openjepa.models.vit import VIT_SIZES, VisionTransformer
-from openjepa.train.checkpoint import CheckpointMismatchError, load_state_dict_strict
+from openjepa.models.vit import VisionTransformer
+from openjepa.utils.io import atomic_write, atomic_write_text
+from openjepa.utils.state_dict import CheckpointMismatchError
 
 __all__ = [
     "export_hf",
-    "export_safetensors",
     "from_hf_state_dict",
     "hf_architecture",
     "hf_config",
     "hf_key_map",
     "import_hf",
-    "load_safetensors_encoder",
     "to_hf_state_dict",
 ]
 
 HF_CONFIG_NAME = "config.json"
 HF_WEIGHTS_NAME = "model.safetensors"
 HF_INDEX_NAME = "model.safetensors.index.json"
-SAFETENSORS_FORMAT = "openjepa-vit-encoder"
 
 _HF_BLOCK_NAMES = (
     ("norm1", "layernorm_before"),
@@ -85,27 +88,6 @@ _HF_BASE_PREFIX = "ijepa."  # IJepaForImageClassification keeps the encoder unde
 _HF_POOLER_PREFIX = "pooler."
 _HF_DEFAULT_EPS = 1e-12  # IJepaConfig's default when config.json does not say
 _OPENJEPA_EPS = 1e-6
-_VIT_ARGS = (
-    "img_size",
-    "patch_size",
-    "in_chans",
-    "embed_dim",
-    "depth",
-    "num_heads",
-    "mlp_ratio",
-    "qkv_bias",
-    "norm_eps",
-)
-
-
-def _safetensors() -> ModuleType:
-    try:
-        import safetensors.torch
-    except ImportError as err:
-        raise ImportError(
-            "this needs the safetensors package: pip install 'openjepa[hf]' (or pip install safetensors)"
-        ) from err
-    return safetensors.torch
 
 
 # --------------------------------------------------------------------------------------------------
@@ -241,7 +223,7 @@ def _square(value: int | list[int], name: str) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def export_hf(ckpt_or_run: str | Path, out_dir: str | Path, encoder: str = "target") -> Path:
+def export_hf(ckpt_or_run: str | Path, out_dir: str | Path, encoder: str | None = None) -> Path:
     """Write an encoder as a folder that ``transformers.IJepaModel.from_pretrained`` loads.
 
     The folder gets ``config.json`` and ``model.safetensors`` (existing files of those names are replaced).
@@ -249,7 +231,7 @@ def export_hf(ckpt_or_run: str | Path, out_dir: str | Path, encoder: str = "targ
     Args:
         ckpt_or_run: An openjepa checkpoint file or run folder.
         out_dir: The folder to write (created if needed).
-        encoder: ``"target"`` (the EMA encoder, default) or ``"context"``.
+        encoder: the encoder's role in its method (None: the one it evaluates; I-JEPA: the EMA target).
 
     Returns:
         ``out_dir``.
@@ -259,13 +241,13 @@ def export_hf(ckpt_or_run: str | Path, out_dir: str | Path, encoder: str = "targ
         >>> model = transformers.IJepaModel.from_pretrained("hf/demo")
         >>> tokens = model(pixel_values=images).last_hidden_state  # (B, N, D)
     """
-    st = _safetensors()
+    st = safetensors_module()
     vit = load_encoder(ckpt_or_run, encoder)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous() for k, v in to_hf_state_dict(vit.state_dict(), vit.depth).items()}
-    st.save_file(tensors, out_dir / HF_WEIGHTS_NAME, metadata={"format": "pt"})
-    (out_dir / HF_CONFIG_NAME).write_text(json.dumps(hf_config(vit), indent=2) + "\n", encoding="utf-8")
+    atomic_write(out_dir / HF_WEIGHTS_NAME, lambda f: f.write(st.save(tensors, metadata={"format": "pt"})))
+    atomic_write_text(out_dir / HF_CONFIG_NAME, json.dumps(hf_config(vit), indent=2) + "\n")
     return out_dir
 
 
@@ -290,8 +272,10 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path) -> Path:
     arch = hf_architecture(json.loads(config_path.read_text(encoding="utf-8")))
     state = from_hf_state_dict(_encoder_tensors(_read_hf_weights(hf_dir)), arch.depth)
     cfg = arch.to_config()
-    check_state_dict(lambda: build_encoder(cfg, arch.in_chans), state, "encoder (renamed Hugging Face keys)")
-    model = {f"{sub}.{key}": value for sub in ("encoder", "target_encoder") for key, value in state.items()}
+    build = lambda: build_encoder(cfg.model, cfg.data.image_size, arch.in_chans)  # noqa: E731
+    check_state_dict(build, state, "encoder (renamed Hugging Face keys)")
+    encoders = get_method(REFERENCE_METHOD).encoders.values()
+    model = {f"{sub}.{key}": value for sub in encoders for key, value in state.items()}
     imported_from = {
         "format": "transformers-ijepa",
         "path": str(hf_dir),
@@ -301,7 +285,7 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path) -> Path:
 
 
 def _read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
-    st = _safetensors()
+    st = safetensors_module()
     single, index = hf_dir / HF_WEIGHTS_NAME, hf_dir / HF_INDEX_NAME
     if single.is_file():
         return st.load_file(single)
@@ -325,83 +309,3 @@ def _encoder_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if dropped:
         warnings.warn(f"ignoring {len(dropped)} tensors outside the encoder: {dropped[:6]}", stacklevel=3)
     return {key: value for key, value in kept.items() if not key.startswith(_HF_POOLER_PREFIX)}
-
-
-# --------------------------------------------------------------------------------------------------
-# Bare safetensors
-# --------------------------------------------------------------------------------------------------
-
-
-def export_safetensors(ckpt_or_run: str | Path, out_path: str | Path, encoder: str = "target") -> Path:
-    """Write an encoder's weights as safetensors (openjepa key names) and its architecture as JSON beside it.
-
-    Args:
-        ckpt_or_run: An openjepa checkpoint file or run folder.
-        out_path: The weights file; must end in ``.safetensors``. The architecture goes to the same path
-            with ``.json`` (``encoder.safetensors`` → ``encoder.json``).
-        encoder: ``"target"`` (the EMA encoder, default) or ``"context"``.
-
-    Returns:
-        ``out_path``.
-
-    Example:
-        >>> export_safetensors("runs/demo", "exports/demo.safetensors")
-        >>> encoder = load_safetensors_encoder("exports/demo.safetensors")
-    """
-    st = _safetensors()
-    out_path = Path(out_path)
-    if out_path.suffix != ".safetensors":
-        raise ValueError(f"{out_path} must end in .safetensors (the architecture goes beside it as .json)")
-    vit = load_encoder(ckpt_or_run, encoder)
-    height, width = vit.patch_embed.img_size
-    state = vit.state_dict()
-    hidden = state["blocks.0.mlp.fc1.weight"].shape[0]
-    arch = {
-        "format": SAFETENSORS_FORMAT,
-        "img_size": height if height == width else [height, width],
-        "patch_size": vit.patch_embed.patch_size,
-        "in_chans": vit.patch_embed.in_chans,
-        "embed_dim": vit.embed_dim,
-        "depth": vit.depth,
-        "num_heads": vit.num_heads,
-        "mlp_ratio": VIT_SIZES[size_name(vit.embed_dim, hidden)].mlp_ratio,
-        "qkv_bias": "blocks.0.attn.qkv.bias" in state,
-        "norm_eps": vit.norm.eps,
-        "encoder": encoder,
-        "source": str(ckpt_or_run),
-    }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.contiguous() for k, v in state.items()}
-    st.save_file(tensors, out_path, metadata={"format": "pt"})
-    out_path.with_suffix(".json").write_text(json.dumps(arch, indent=2) + "\n", encoding="utf-8")
-    return out_path
-
-
-def load_safetensors_encoder(path: str | Path, device: str | torch.device = "cpu") -> VisionTransformer:
-    """Load an encoder written by :func:`export_safetensors`, in eval mode.
-
-    Args:
-        path: The ``.safetensors`` file; its ``.json`` architecture file must be beside it.
-        device: Where to put the encoder.
-
-    Raises:
-        FileNotFoundError: If the weights or the architecture file is missing.
-        ValueError: If the JSON is not an openjepa encoder architecture.
-        CheckpointMismatchError: If the weights do not fit the architecture.
-    """
-    st = _safetensors()
-    path = Path(path)
-    arch_path = path.with_suffix(".json")
-    for needed in (path, arch_path):
-        if not needed.is_file():
-            raise FileNotFoundError(f"{needed} not found; export_safetensors writes the weights and the JSON")
-    arch = json.loads(arch_path.read_text(encoding="utf-8"))
-    missing = [key for key in _VIT_ARGS if key not in arch]
-    if arch.get("format") != SAFETENSORS_FORMAT or missing:
-        raise ValueError(
-            f"{arch_path} is not an openjepa encoder architecture: expected format {SAFETENSORS_FORMAT!r} "
-            f"and the keys {list(_VIT_ARGS)} (missing {missing})"
-        )
-    vit = VisionTransformer(**{key: arch[key] for key in _VIT_ARGS})
-    load_state_dict_strict(vit, st.load_file(path), f"encoder of {path.name}")
-    return vit.to(device).eval()

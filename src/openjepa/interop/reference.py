@@ -34,10 +34,7 @@ resume pretraining.
 from __future__ import annotations
 
 import numbers
-import pickle
 import re
-import warnings
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,17 +43,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from openjepa.api import ENCODERS
 from openjepa.config import Config, from_dict, save_config, to_dict
-from openjepa.models.build import build_model
+from openjepa.methods.base import build_method, get_method
 from openjepa.models.vit import VIT_SIZES
-from openjepa.train.checkpoint import CheckpointManager, load_state_dict_strict
-from openjepa.train.loop import CHECKPOINT_VERSION
+from openjepa.utils.io import UnsafePickleError, load_torch_file
+from openjepa.utils.run_folder import CHECKPOINT_VERSION, CONFIG_NAME, CheckpointManager
+from openjepa.utils.state_dict import load_state_dict_strict, strip_wrapper_prefixes
 
 __all__ = [
     "REFERENCE_PREDICTOR_RENAMES",
     "IJepaArchitecture",
-    "UnsafeCheckpointError",
+    "UnsafePickleError",
     "check_state_dict",
     "convert_reference",
     "import_reference",
@@ -65,7 +62,6 @@ __all__ = [
     "rename_predictor_keys",
     "save_imported_run",
     "size_name",
-    "strip_ddp_prefix",
 ]
 
 REFERENCE_PREDICTOR_RENAMES: tuple[tuple[str, str], ...] = (
@@ -78,12 +74,11 @@ REFERENCE_PREDICTOR_RENAMES: tuple[tuple[str, str], ...] = (
 _SUB_MODELS = ("encoder", "predictor", "target_encoder")
 _METADATA_KEYS = ("epoch", "loss", "batch_size", "world_size", "lr")
 _HEADS_BY_WIDTH = {size.embed_dim: size.num_heads for size in VIT_SIZES.values()}
-_DISALLOWED_GLOBAL_RE = re.compile(r"GLOBAL (\S+) was not an allowed global")
-_DDP_PREFIX = "module."
-
-
-class UnsafeCheckpointError(ValueError):
-    """A checkpoint file cannot be read without unpickling arbitrary Python objects."""
+#: The openjepa method whose networks the reference code trains.
+REFERENCE_METHOD = "ijepa"
+_TRUST_HINT = (
+    "If you trust the file's source, pass --trust-pickle (command line) or trust_pickle=True (Python)."
+)
 
 
 @dataclass(frozen=True)
@@ -128,11 +123,12 @@ class IJepaArchitecture:
         for key in ("embed_dim", "depth", "num_heads"):
             if getattr(self, key) != getattr(size, key):
                 model[key] = getattr(self, key)
+        method: dict[str, Any] = {"name": REFERENCE_METHOD}
         if self.pred_dim is not None:
-            model.update(pred_dim=self.pred_dim, pred_depth=self.pred_depth)
+            method["predictor"] = {"dim": self.pred_dim, "depth": self.pred_depth}
         data = {"dataset": "folder", "image_size": self.image_size, "channels": self.in_chans}
         run = {} if out_dir is None else {"out_dir": str(out_dir)}
-        return from_dict({"method": "ijepa", "model": model, "data": data, "run": run})
+        return from_dict({"method": method, "model": model, "data": data, "run": run})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -153,53 +149,18 @@ def load_reference_checkpoint(path: str | Path, trust_pickle: bool = False) -> d
 
     Raises:
         FileNotFoundError: If ``path`` is not a file.
-        UnsafeCheckpointError: If the file needs arbitrary unpickling and ``trust_pickle`` is False.
+        UnsafePickleError: If the file needs arbitrary unpickling and ``trust_pickle`` is False.
         ValueError: If the file is not readable by ``torch.load`` or does not hold a dict.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"reference checkpoint not found: {path} is not a file")
-    mmap = zipfile.is_zipfile(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        if not trust_pickle:
-            raise UnsafeCheckpointError(_refusal_message(path, err)) from err
-        warnings.warn(
-            f"unpickling {path} with weights_only=False because trust_pickle is set; this runs any code "
-            "the file contains",
-            stacklevel=2,
-        )
-        obj = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
-    except (RuntimeError, EOFError) as err:
-        raise ValueError(
-            f"could not read {path}: it is truncated, corrupt, or not written by torch.save ({err})"
-        ) from err
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, expected the reference checkpoint dict")
-    return obj
-
-
-def _refusal_message(path: Path, err: pickle.UnpicklingError) -> str:
-    match = _DISALLOWED_GLOBAL_RE.search(str(err))
-    culprit = f"it contains {match.group(1)}" if match else f"torch.load says: {str(err).splitlines()[0]}"
-    return (
-        f"refusing to unpickle {path}: it holds objects other than tensors and plain containers ({culprit}), "
-        "and unpickling them can run arbitrary code. If you trust the file's source, pass --trust-pickle "
-        "(command line) or trust_pickle=True (Python)."
-    )
+    return load_torch_file(path, trust_pickle=trust_pickle, mmap=True, hint=_TRUST_HINT)
 
 
 # --------------------------------------------------------------------------------------------------
 # Key names and architecture
 # --------------------------------------------------------------------------------------------------
-
-
-def strip_ddp_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
-    """Remove DistributedDataParallel's ``module.`` prefix when every key carries it."""
-    if state and all(key.startswith(_DDP_PREFIX) for key in state):
-        return {key[len(_DDP_PREFIX) :]: value for key, value in state.items()}
-    return dict(state)
 
 
 def rename_predictor_keys(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -390,21 +351,22 @@ def convert_reference(
         ValueError: If an entry is missing or not a state dict, or the architecture cannot be read.
         CheckpointMismatchError: If keys or shapes do not match the openjepa model of that architecture.
     """
-    if encoder not in ENCODERS:
-        raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+    roles = get_method(REFERENCE_METHOD).encoders
+    if encoder not in roles:
+        raise ValueError(f"encoder must be one of {tuple(roles)}, got {encoder!r}")
     missing = [key for key in _SUB_MODELS if key not in raw]
     if missing:
         raise ValueError(
             f"not a reference I-JEPA checkpoint: it has no {missing} entries (it has {sorted(map(str, raw))})"
         )
-    context, predictor, target = (strip_ddp_prefix(_state_dict(raw, key)) for key in _SUB_MODELS)
+    context, predictor, target = (strip_wrapper_prefixes(_state_dict(raw, key)) for key in _SUB_MODELS)
     evaluated = target if encoder == "target" else context
     arch = infer_architecture(evaluated, predictor, num_heads)
-    state = {f"encoder.{key}": value for key, value in context.items()}
+    state = {f"{roles['context']}.{key}": value for key, value in context.items()}
     state.update({f"predictor.{key}": value for key, value in rename_predictor_keys(predictor).items()})
-    state.update({f"target_encoder.{key}": value for key, value in evaluated.items()})
+    state.update({f"{roles['target']}.{key}": value for key, value in evaluated.items()})
     cfg = arch.to_config()
-    check_state_dict(lambda: build_model(cfg, arch.in_chans), state, "I-JEPA model (renamed reference keys)")
+    check_state_dict(lambda: build_method(cfg, arch.in_chans), state, "I-JEPA model (renamed reference keys)")
     return state, arch
 
 
@@ -443,7 +405,7 @@ def save_imported_run(
     cfg = arch.to_config(out_dir)
     checkpoint = {
         "version": CHECKPOINT_VERSION,
-        "method": cfg.method,
+        "method": cfg.method.name,
         "step": 0,
         "epoch": float(epoch),
         "model": state,
@@ -451,7 +413,7 @@ def save_imported_run(
         "imported_from": imported_from,
     }
     path = manager.save(checkpoint, step=0)
-    save_config(cfg, out_dir / "config.yaml")
+    save_config(cfg, out_dir / CONFIG_NAME)
     return path
 
 

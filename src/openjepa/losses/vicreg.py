@@ -30,7 +30,7 @@ class _GatherRows(torch.autograd.Function):
     """All-gather along the batch axis; backward sums gradients over processes and keeps the local rows."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
         world = dist.get_world_size()
         parts = [torch.empty_like(z) for _ in range(world)]
         dist.all_gather(parts, z.contiguous())
@@ -38,7 +38,7 @@ class _GatherRows(torch.autograd.Function):
         return torch.cat(parts)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.contiguous()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]

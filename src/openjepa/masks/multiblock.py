@@ -16,9 +16,8 @@ Blocks of one batch have one size, so targets need no truncation: ``targets`` is
 differ in size; each is cut to the smallest in the batch by keeping a *uniformly random* subset of its
 patches (not the first ones in raster order), returned sorted.
 
-Randomness comes only from the ``torch.Generator`` passed in; use :func:`step_generator` to derive one from
-(seed, rank, step), which makes masks reproducible across restarts, DataLoader workers and ranks, and
-different on every rank and step.
+Randomness comes only from the ``torch.Generator`` passed in; use :func:`openjepa.rng.step_generator` to
+derive one from (seed, step), which makes masks reproducible across restarts, DataLoader workers and ranks.
 """
 
 from __future__ import annotations
@@ -54,20 +53,6 @@ class MaskBatch:
         )
 
 
-def _mix64(x: int) -> int:
-    """splitmix64 finaliser: a well-spread 64-bit hash of an integer."""
-    x &= 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return x ^ (x >> 31)
-
-
-def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
-    """A CPU generator seeded from (seed, rank, step): independent streams, reproducible anywhere."""
-    key = _mix64(_mix64(_mix64(seed) ^ (rank + 0x9E3779B97F4A7C15)) ^ step)
-    return torch.Generator().manual_seed(key & 0x7FFFFFFFFFFFFFFF)
-
-
 def _uniform(lo: float, hi: float, generator: torch.Generator | None) -> float:
     return lo + (hi - lo) * torch.rand((), generator=generator).item()
 
@@ -75,7 +60,7 @@ def _uniform(lo: float, hi: float, generator: torch.Generator | None) -> float:
 def _check_range(name: str, rng: tuple[float, float], lo: float, hi: float) -> tuple[float, float]:
     a, b = float(rng[0]), float(rng[1])
     if not (lo < a <= b <= hi):
-        raise ValueError(f"masks.{name} must satisfy {lo} < min <= max <= {hi}, got {rng}")
+        raise ValueError(f"method.masks.{name} must satisfy {lo} < min <= max <= {hi}, got {rng}")
     return a, b
 
 
@@ -95,7 +80,7 @@ class MultiBlockMaskSampler:
 
     Example:
         >>> sampler = MultiBlockMaskSampler(14)
-        >>> masks = sampler(256, step_generator(seed=0, step=0))
+        >>> masks = sampler(256, torch.Generator().manual_seed(0))
         >>> masks.targets.shape[:2]
         torch.Size([256, 4])
     """
@@ -115,7 +100,7 @@ class MultiBlockMaskSampler:
         self.grid_h, self.grid_w = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
         self.num_patches = self.grid_h * self.grid_w
         if num_targets < 1:
-            raise ValueError(f"masks.num_targets must be >= 1, got {num_targets}")
+            raise ValueError(f"method.masks.num_targets must be >= 1, got {num_targets}")
         self.num_targets = int(num_targets)
         self.target_scale = _check_range("target_scale", target_scale, 0.0, 1.0)
         self.target_aspect = _check_range("target_aspect", target_aspect, 0.0, math.inf)
@@ -123,7 +108,8 @@ class MultiBlockMaskSampler:
         self.context_aspect = _check_range("context_aspect", context_aspect, 0.0, math.inf)
         if not 1 <= min_keep <= self.num_patches:
             raise ValueError(
-                f"masks.min_keep must be in [1, {self.num_patches}] for a {self.grid_h}x{self.grid_w} grid, "
+                f"method.masks.min_keep must be in [1, {self.num_patches}] for a "
+                f"{self.grid_h}x{self.grid_w} grid, "
                 f"got {min_keep}"
             )
         self.min_keep = int(min_keep)
@@ -133,8 +119,8 @@ class MultiBlockMaskSampler:
         if largest_context[0] * largest_context[1] < self.min_keep:
             raise ValueError(
                 f"the largest context block ({largest_context[0]}x{largest_context[1]} patches) is smaller "
-                f"than "
-                f"masks.min_keep={self.min_keep}: raise masks.context_scale or lower masks.min_keep"
+                f"than method.masks.min_keep={self.min_keep}: raise method.masks.context_scale or lower "
+                "method.masks.min_keep"
             )
 
     def block_shape(self, scale: float, aspect: float) -> tuple[int, int]:
@@ -185,11 +171,11 @@ class MultiBlockMaskSampler:
                 break
         else:
             raise ValueError(
-                f"could not sample a context of at least masks.min_keep={self.min_keep} patches on the "
-                f"{self.grid_h}x{self.grid_w} patch grid in {self.max_tries} tries: {m} target blocks of "
-                f"{th}x{tw} patches leave too little of a {ch}x{cw} context. Lower masks.num_targets or "
-                f"masks.target_scale, raise masks.context_scale, lower masks.min_keep, or set "
-                f"masks.allow_overlap=true"
+                f"could not sample a context of at least method.masks.min_keep={self.min_keep} patches on "
+                f"the {self.grid_h}x{self.grid_w} patch grid in {self.max_tries} tries: {m} target blocks "
+                f"of {th}x{tw} patches leave too little of a {ch}x{cw} context. Lower "
+                "method.masks.num_targets or method.masks.target_scale, raise method.masks.context_scale, "
+                "lower method.masks.min_keep, or set method.masks.allow_overlap=true"
             )
 
         # Cut every context to the batch's smallest by a uniformly random subset of its patches.

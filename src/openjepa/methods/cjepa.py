@@ -1,8 +1,8 @@
-"""C-JEPA: I-JEPA plus VICReg regularisation, in each of the three readings of the paper.
+"""C-JEPA (Mo & Tong, 2024): I-JEPA plus VICReg regularisation, in each of the three readings of the paper.
 
 The loss is ``L = L_jepa + β_vicreg · (β_sim · L_inv + β_std · L_var + β_cov · L_cov)``; the EMA target
-encoder, the masks and the schedules are I-JEPA's. The paper does not say which tensors carry the VICReg
-terms, so each reading is an option (``reading``):
+encoder, the masks and the schedules are I-JEPA's (the shared JEPA core, :mod:`openjepa.methods.jepa`).
+The paper does not say which tensors carry the VICReg terms, so each reading is an option (``reading``):
 
 * ``"A"`` pooled target predictions: each target block's predicted embeddings are mean-pooled and sent
   through a projector (an MLP expander); VICReg acts between every pair of blocks of the same image (the
@@ -16,25 +16,62 @@ terms, so each reading is an option (``reading``):
   forward passes.
 
 Ablation switches: ``var_cov`` (variance and covariance terms) and ``inv`` (invariance term); EMA on/off is
-the optimiser's momentum schedule (``optim.ema: [0, 0]`` makes the target a stop-gradient copy of the
-current encoder). Terms that are switched off are still computed, without gradient, and logged.
+the momentum schedule (``method.ema: [0, 0]`` makes the target a stop-gradient copy of the current
+encoder). Terms that are switched off are still computed, without gradient, and logged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
+from openjepa.config import Config, MethodConfig
+from openjepa.data.photometric import ViewPairAugment
+from openjepa.data.transforms import normalize
 from openjepa.losses.jepa import jepa_loss
 from openjepa.losses.vicreg import VICRegWeights, invariance_loss, vicreg_terms
-from openjepa.masks.multiblock import MaskBatch
-from openjepa.methods.ijepa import IJEPA, JEPAOutput
+from openjepa.methods.base import StepContext, StepOutput
+from openjepa.methods.jepa import JEPA, JEPAConfig, MaskConfig, build_networks
 from openjepa.models.predictor import Predictor
 from openjepa.models.vit import VisionTransformer
+from openjepa.rng import Stream, step_generator
 
 READINGS = ("A", "B", "C")
+_PAPER = VICRegWeights()  # the published coefficients, defined once in openjepa.losses.vicreg
+
+
+@dataclass
+class CJEPAConfig(JEPAConfig):
+    """C-JEPA: the JEPA keys plus one VICReg term.
+
+    Attributes:
+        reading: which tensors carry VICReg: ``A`` pooled target predictions through a projector, between
+            target blocks; ``B`` pooled context embeddings, the JEPA loss being the invariance; ``C`` two
+            photometrically augmented views. C is the default: it learned fastest in the Fashion-MNIST
+            study of docs/results.md (B second, at no extra cost per step; A no better than I-JEPA).
+        var_cov: variance and covariance terms on.
+        inv: invariance term on (reading B: always, it is the JEPA loss).
+        beta_vicreg: weight of the whole VICReg term.
+        beta_sim, beta_std, beta_cov: weights of invariance, variance and covariance inside it.
+        gamma, eps: target standard deviation and stabiliser of the variance term.
+        projector: expander widths after pooling (null: 4·D, 4·D for reading A, none for B and C; [] none).
+    """
+
+    name: str = "cjepa"
+    reading: Literal["A", "B", "C"] = "C"
+    var_cov: bool = True
+    inv: bool = True
+    beta_vicreg: float = _PAPER.vicreg
+    beta_sim: float = _PAPER.sim
+    beta_std: float = _PAPER.std
+    beta_cov: float = _PAPER.cov
+    gamma: float = _PAPER.gamma
+    eps: float = _PAPER.eps
+    projector: tuple[int, ...] | None = None
 
 
 def build_projector(in_dim: int, dims: Sequence[int]) -> nn.Module:
@@ -63,11 +100,11 @@ def default_projector(reading: str, embed_dim: int) -> tuple[int, ...]:
     return (4 * embed_dim, 4 * embed_dim) if reading == "A" else ()
 
 
-class CJEPA(IJEPA):
-    """I-JEPA with VICReg terms on the tensors of one reading.
+class CJEPA(JEPA):
+    """The JEPA networks with the latent-regression loss plus VICReg terms on the tensors of one reading.
 
     Args:
-        encoder, predictor, loss: as ``IJEPA``.
+        encoder, predictor, masks, loss, ema: as :class:`openjepa.methods.jepa.JEPA`.
         reading: ``"A"``, ``"B"`` or ``"C"`` (module docstring).
         var_cov: use the variance and covariance terms.
         inv: use the invariance term (reading B: must be True, the JEPA loss is its invariance).
@@ -75,39 +112,93 @@ class CJEPA(IJEPA):
         projector: expander widths (None: ``default_projector(reading, D)``; empty: none).
     """
 
+    name = "cjepa"
+    config_class = CJEPAConfig
+    metric_titles: ClassVar[dict[str, str]] = {
+        **JEPA.metric_titles,
+        "loss_jepa": "JEPA loss (without VICReg)",
+        "vicreg_inv": "VICReg invariance",
+        "vicreg_var": "VICReg variance",
+        "vicreg_cov": "VICReg covariance",
+    }
+
     def __init__(
         self,
         encoder: VisionTransformer,
         predictor: Predictor,
+        masks: MaskConfig | None = None,
         loss: str = "smooth_l1",
+        ema: tuple[float, float] = (0.996, 1.0),
         reading: str = "C",
         var_cov: bool = True,
         inv: bool = True,
         weights: VICRegWeights | None = None,
         projector: Sequence[int] | None = None,
     ):
-        super().__init__(encoder, predictor, loss)
+        super().__init__(encoder, predictor, masks, loss, ema)
         if reading not in READINGS:
             raise ValueError(f"unknown C-JEPA reading {reading!r}; choose one of {READINGS}")
         if reading == "B" and not inv:
             raise ValueError(
-                "reading B uses the JEPA loss itself as the invariance term, so cjepa.inv cannot be false; "
-                "B without variance/covariance is plain I-JEPA (method: ijepa)"
+                "reading B uses the JEPA loss itself as the invariance term, so method.inv cannot be false; "
+                "B without variance/covariance is plain I-JEPA (its own method)"
             )
         if not (var_cov or inv):
-            raise ValueError("cjepa.var_cov and cjepa.inv are both false: that is I-JEPA (method: ijepa)")
+            raise ValueError(
+                "method.var_cov and method.inv are both false: that is plain I-JEPA (its own method)"
+            )
         self.reading, self.var_cov, self.inv = reading, var_cov, inv
         self.weights = weights or VICRegWeights()
         dims = default_projector(reading, encoder.embed_dim) if projector is None else tuple(projector)
         self.projector = build_projector(encoder.embed_dim, dims)
+        self.views = ViewPairAugment() if reading == "C" else None
 
-    def forward(
-        self, images: torch.Tensor, masks: MaskBatch, views: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> JEPAOutput:
-        """JEPA loss plus the reading's VICReg term; ``views`` (two augmented batches) only for reading C."""
-        target = self.targets(images, masks.targets)
-        z = self.encoder(images, masks.context)  # (B, Kc, D)
-        prediction = self.predictor(z, masks.context, masks.targets)  # (B, M, Kt, D)
+    @classmethod
+    def from_config(cls, cfg: Config, in_chans: int) -> CJEPA:
+        c = cfg.method
+        assert isinstance(c, CJEPAConfig)
+        encoder, predictor = build_networks(cfg, in_chans)
+        weights = VICRegWeights(c.beta_vicreg, c.beta_sim, c.beta_std, c.beta_cov, c.gamma, c.eps)
+        return cls(
+            encoder, predictor, c.masks, c.loss, c.ema, c.reading, c.var_cov, c.inv, weights, c.projector
+        )
+
+    @classmethod
+    def describe(cls, cfg: MethodConfig) -> str:
+        assert isinstance(cfg, CJEPAConfig)
+        on = {True: "on", False: "off"}
+        return (
+            f"cjepa (reading {cfg.reading}, var/cov {on[cfg.var_cov]}, inv {on[cfg.inv]}, "
+            f"β_vicreg {cfg.beta_vicreg:g})"
+        )
+
+    @classmethod
+    def resume_key(cls, cfg: MethodConfig) -> str:
+        assert isinstance(cfg, CJEPAConfig)
+        return f"cjepa (reading={cfg.reading}, var_cov={cfg.var_cov}, inv={cfg.inv})"
+
+    def prepare_batch(self, images: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """The JEPA inputs; reading C adds two photometric views of the crops (``view1``, ``view2``).
+
+        The view parameters are drawn per process from ``(seed, step, rank)``: unlike crops and masks, they
+        depend on how the global batch is split over processes.
+        """
+        if self.views is None:
+            return super().prepare_batch(images, ctx)
+        crops = ctx.augment.crops(images, ctx.step, ctx.rows, ctx.global_batch)
+        v1, v2 = self.views(crops, step_generator(ctx.seed ^ Stream.VIEWS, ctx.step, ctx.rank))
+        m, s = ctx.augment.mean, ctx.augment.std
+        return {
+            "images": normalize(crops, m, s),
+            **self.masks(ctx),
+            "view1": normalize(v1, m, s),
+            "view2": normalize(v2, m, s),
+        }
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
+        """JEPA loss plus the reading's VICReg term; reading C needs ``view1`` and ``view2`` in the batch."""
+        context = batch["context"]
+        prediction, target, z = self.predict(batch["images"], context, batch["targets"])
         jepa = jepa_loss(prediction, target, self.loss_kind)
         w = self.weights
         if self.reading == "A":
@@ -117,17 +208,23 @@ class CJEPA(IJEPA):
             with torch.set_grad_enabled(self.var_cov and torch.is_grad_enabled()):
                 var, cov = vicreg_terms([self.projector(z.mean(dim=1))], w.gamma, w.eps)
         else:
-            if views is None:
-                raise ValueError("reading C needs two augmented views of the batch (views=(v1, v2))")
-            inv, var, cov = self._views(views, masks.context)
+            if "view1" not in batch or "view2" not in batch:
+                raise ValueError("reading C needs two augmented views of the batch (view1, view2)")
+            inv, var, cov = self._views((batch["view1"], batch["view2"]), context)
         reg = torch.zeros((), device=jepa.device)
         if self.inv and self.reading != "B":  # B's invariance is the JEPA loss, already in L
             reg = reg + w.sim * inv
         if self.var_cov:
             reg = reg + w.std * var + w.cov * cov
         loss = jepa + w.vicreg * reg
-        terms = {"jepa": jepa.detach(), "inv": inv.detach(), "var": var.detach(), "cov": cov.detach()}
-        return JEPAOutput(loss, prediction, target, terms)
+        metrics = {
+            "target_std": self.target_std(target),
+            "loss_jepa": jepa.detach(),
+            "vicreg_inv": inv.detach(),
+            "vicreg_var": var.detach(),
+            "vicreg_cov": cov.detach(),
+        }
+        return StepOutput(loss, metrics)
 
     def _blocks(self, prediction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reading A: VICReg between every pair of target blocks' pooled, projected predictions."""

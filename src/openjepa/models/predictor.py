@@ -41,6 +41,8 @@ class Predictor(nn.Module):
         mode: ``"separate"`` or ``"joint"`` (see the module docstring).
     """
 
+    pos_embed: torch.Tensor  # (1, N, d), a fixed buffer
+
     def __init__(
         self,
         grid_size: tuple[int, int],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -190,8 +191,8 @@ def rescale_residual_branches(blocks: nn.ModuleList) -> None:
     """
     with torch.no_grad():
         for i, blk in enumerate(blocks, start=1):
-            blk.attn.proj.weight.div_(math.sqrt(2.0 * i))
-            blk.mlp.fc2.weight.div_(math.sqrt(2.0 * i))
+            blk.get_parameter("attn.proj.weight").div_(math.sqrt(2.0 * i))
+            blk.get_parameter("mlp.fc2.weight").div_(math.sqrt(2.0 * i))
 
 
 class VisionTransformer(nn.Module):
@@ -218,6 +219,8 @@ class VisionTransformer(nn.Module):
         >>> enc(torch.zeros(2, 1, 28, 28)).shape
         torch.Size([2, 49, 192])
     """
+
+    pos_embed: torch.Tensor  # (1, N, D), a fixed buffer
 
     def __init__(
         self,
@@ -261,6 +264,10 @@ class VisionTransformer(nn.Module):
             return tokens + self.pos_embed
         return tokens + self.pos_embed[0][indices]  # (B, K, D) + (B, K, D)
 
+    def block_list(self) -> list[Block]:
+        """The blocks, typed."""
+        return cast(list[Block], list(self.blocks))
+
     def _run_block(self, blk: Block, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(blk, x, use_reentrant=False)
@@ -272,7 +279,7 @@ class VisionTransformer(nn.Module):
         Returns normalised tokens (B, N, D), or (B, K, D) when ``indices`` is given.
         """
         x = self.embed(x, indices)
-        for blk in self.blocks:
+        for blk in self.block_list():
             x = self._run_block(blk, x)
         return self.norm(x)
 
@@ -286,7 +293,7 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"n must be in [1, {self.depth}], got {n}")
         x = self.embed(x)
         outputs = []
-        for i, blk in enumerate(self.blocks):
+        for i, blk in enumerate(self.block_list()):
             x = self._run_block(blk, x)
             if i >= self.depth - n:
                 outputs.append(self.norm(x) if norm else x)
@@ -300,7 +307,7 @@ class VisionTransformer(nn.Module):
         """
         x = self.embed(x)
         maps = []
-        for blk in self.blocks:
+        for blk in self.block_list():
             x, attn = blk.forward_with_attention(x)
             maps.append(attn)
         return self.norm(x), maps
@@ -326,34 +333,39 @@ VIT_SIZES: dict[str, ViTSize] = {
 }
 
 
-def build_vit(name: str, **kwargs) -> VisionTransformer:
-    """Build a named ViT (``vit_tiny`` … ``vit_giant``); keyword arguments go to ``VisionTransformer``."""
+def build_vit(name: str, **kwargs: Any) -> VisionTransformer:
+    """Build a named ViT (``vit_tiny`` … ``vit_giant``); keyword arguments go to ``VisionTransformer``.
+
+    ``embed_dim``, ``depth`` and ``num_heads`` given as None keep the named size's value.
+    """
     if name not in VIT_SIZES:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(VIT_SIZES)}")
     size = VIT_SIZES[name]
-    kwargs.setdefault("mlp_ratio", size.mlp_ratio)
-    return VisionTransformer(embed_dim=size.embed_dim, depth=size.depth, num_heads=size.num_heads, **kwargs)
+    for key in ("embed_dim", "depth", "num_heads", "mlp_ratio"):
+        if kwargs.get(key) is None:
+            kwargs[key] = getattr(size, key)
+    return VisionTransformer(**kwargs)
 
 
-def vit_tiny(**kwargs) -> VisionTransformer:
+def vit_tiny(**kwargs: Any) -> VisionTransformer:
     return build_vit("vit_tiny", **kwargs)
 
 
-def vit_small(**kwargs) -> VisionTransformer:
+def vit_small(**kwargs: Any) -> VisionTransformer:
     return build_vit("vit_small", **kwargs)
 
 
-def vit_base(**kwargs) -> VisionTransformer:
+def vit_base(**kwargs: Any) -> VisionTransformer:
     return build_vit("vit_base", **kwargs)
 
 
-def vit_large(**kwargs) -> VisionTransformer:
+def vit_large(**kwargs: Any) -> VisionTransformer:
     return build_vit("vit_large", **kwargs)
 
 
-def vit_huge(**kwargs) -> VisionTransformer:
+def vit_huge(**kwargs: Any) -> VisionTransformer:
     return build_vit("vit_huge", **kwargs)
 
 
-def vit_giant(**kwargs) -> VisionTransformer:
+def vit_giant(**kwargs: Any) -> VisionTransformer:
     return build_vit("vit_giant", **kwargs)

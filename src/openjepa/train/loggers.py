@@ -17,7 +17,14 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from openjepa.config import to_dict
+from openjepa.train.callbacks import Callback
+from openjepa.utils.run_folder import METRICS_NAME
+
+if TYPE_CHECKING:
+    from openjepa.train.trainer import Trainer
 
 LOGGER_NAMES = ("jsonl", "tensorboard", "wandb")
 WANDB_MODES = ("online", "offline", "disabled")
@@ -170,8 +177,10 @@ class TensorBoardLogger(RunLogger):
             for k, v in _leaves(config, ".")
         }
         # written into this run's own event file: SummaryWriter.add_hparams would start a sub-run folder
+        writer = self._writer.file_writer
+        assert writer is not None  # open until close()
         for summary in hparams(flat, {}):
-            self._writer.file_writer.add_summary(summary)
+            writer.add_summary(summary)
         self._writer.flush()
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
@@ -203,7 +212,7 @@ class WandbLogger(RunLogger):
 
         self._wandb = wandb
         Path(run_dir).mkdir(parents=True, exist_ok=True)  # else W&B falls back to a temporary folder
-        self._run = wandb.init(project=project, name=name, dir=str(run_dir), mode=mode)
+        self._run = wandb.init(project=project, name=name, dir=str(run_dir), mode=mode)  # type: ignore[arg-type]
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         self._run.config.update(dict(config), allow_val_change=True)
@@ -326,7 +335,7 @@ def build_loggers(
         return MultiLogger()
 
     run_dir = Path(run_dir)
-    multi = MultiLogger([JsonlLogger(run_dir / "metrics.jsonl", append=start_step > 0)])
+    multi = MultiLogger([JsonlLogger(run_dir / METRICS_NAME, append=start_step > 0)])
     try:
         if "tensorboard" in names:
             # events are logged at steps >= 1 (after the step's update): steps <= start_step stay visible
@@ -339,6 +348,50 @@ def build_loggers(
         multi.close()  # e.g. wandb.init failed: release the files already opened
         raise
     return multi
+
+
+class LoggerCallback(Callback):
+    """The run's loggers (``run.loggers``) as a trainer callback: opened when training starts (after a
+    resume, whose later ``metrics.jsonl`` lines are dropped first), closed when it ends."""
+
+    def __init__(self) -> None:
+        self.loggers: RunLogger = MultiLogger()
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        run, main = trainer.cfg.run, trainer.runtime.dist.is_main
+        if main and trainer.step > 0:
+            truncate_metrics(trainer.out_dir / METRICS_NAME, trainer.step)
+        self.loggers = build_loggers(
+            run.loggers,
+            trainer.out_dir,
+            to_dict(trainer.cfg),
+            start_step=trainer.step,
+            project=run.wandb_project,
+            run_name=run.wandb_name,
+            wandb_mode=run.wandb_mode,
+            is_main=main,
+        )
+
+    def on_log(self, trainer: Trainer, record: dict[str, Any], step: int) -> None:
+        self.loggers.log_metrics(record, step)
+
+    def on_checkpoint(
+        self, trainer: Trainer, path: Path, aliases: list[str], metadata: dict[str, Any]
+    ) -> None:
+        self.loggers.log_checkpoint(path, aliases=aliases, metadata=metadata)
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        self.loggers.close()
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep only the metrics lines of steps up to ``step`` (a resumed run logs the rest again)."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 def _require(name: str) -> None:

@@ -1,43 +1,38 @@
-"""AdamW with I-JEPA's parameter groups."""
+"""AdamW over a method's parameter groups, and the schedules that drive it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
-from torch import nn
+
+from openjepa.config import OptimConfig
+from openjepa.methods.base import Method
+from openjepa.utils.schedules import Schedules
 
 
-def param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
-    """Split trainable parameters into a decayed group and a group without weight decay.
-
-    Biases and every parameter with at most one dimension (LayerNorm weights, …) get no weight decay.
-    Each group carries ``"apply_wd"`` so a weight-decay schedule knows which group to update.
-    """
-    decay, no_decay = [], []
-    for module in modules:
-        for name, p in module.named_parameters():
-            if not p.requires_grad:
-                continue
-            (no_decay if name.endswith("bias") or p.ndim <= 1 else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay, "apply_wd": True},
-        {"params": no_decay, "weight_decay": 0.0, "apply_wd": False},
-    ]
-
-
-def build_adamw(
-    modules: Iterable[nn.Module],
-    lr: float = 1e-3,
-    weight_decay: float = 0.04,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-) -> torch.optim.AdamW:
-    """AdamW over ``param_groups`` of the modules, using the fused kernel where the build has one."""
-    groups = param_groups(modules, weight_decay)
+def build_optimizer(method: Method, optim: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over ``method.param_groups``, using the fused kernel where the build has one."""
+    groups = method.param_groups(optim.weight_decay)
     params = [p for g in groups for p in g["params"]]
     fused = all(p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused)
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps, fused=fused)
+
+
+def build_schedules(optim: OptimConfig, steps_per_epoch: int) -> tuple[Schedules, int]:
+    """The LR and weight-decay schedules of ``optim``, and the run's length in steps.
+
+    The schedules are laid over ``schedule_stretch`` × the run (the reference's ``ipe_scale``).
+    """
+    total_steps = max(1, round(optim.epochs * steps_per_epoch))
+    schedules = Schedules(
+        total_steps=max(1, round(total_steps * optim.schedule_stretch)),
+        warmup_steps=round(optim.warmup_epochs * steps_per_epoch),
+        start_lr=optim.start_lr,
+        lr=optim.lr,
+        final_lr=optim.final_lr,
+        weight_decay=optim.weight_decay,
+        final_weight_decay=optim.final_weight_decay,
+    )
+    return schedules, total_steps
 
 
 def set_hyperparams(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:

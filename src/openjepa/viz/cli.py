@@ -15,7 +15,7 @@ def _is_checkpoint(path: str) -> bool:
 
 
 def _cmd_visualize(args: argparse.Namespace) -> int:
-    from openjepa.train.loop import resolve_device
+    from openjepa.runtime.device import resolve_device
     from openjepa.viz.maps import visualize
 
     # CKPT [CKPT2] [IMAGES...]: the second path is a checkpoint when it is a folder or a .pt file.
@@ -59,9 +59,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "visualize",
         help="attention and PCA maps of one or two checkpoints, as a PNG grid",
         description="Write OUT/visualize.png: one row per image with the image, the attention each patch "
-        "receives in the last block of the target and of the context encoder (averaged over heads and "
-        "query tokens; there is no CLS token) and the first three PCA components of the target encoder's "
-        "patch features as RGB. With two checkpoints their columns go side by side.",
+        "receives in the last block of each of the method's encoders (I-JEPA: target and context; averaged "
+        "over heads and query tokens, there is no CLS token) and the first three PCA components of the "
+        "evaluated encoder's patch features as RGB. With two checkpoints their columns go side by side.",
         epilog="examples:\n"
         "  openjepa visualize runs/demo --dataset fashion_mnist --indices 0 1 2 3 --out pics\n"
         "  openjepa visualize runs/a runs/b photo1.jpg photo2.png --out pics",

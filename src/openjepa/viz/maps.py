@@ -24,10 +24,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from openjepa.api import load_checkpoint_config, load_encoder
 from openjepa.config import Config
 from openjepa.data.datasets import build_dataset
+from openjepa.data.datasets.base import dataset_size
 from openjepa.data.transforms import center_crop, normalization_stats, normalize, resize
+from openjepa.methods.base import get_method
+from openjepa.methods.loading import load_checkpoint_config, load_encoder
 from openjepa.models.vit import VisionTransformer
 
 PAD = 6  # pixels between cells and around the grid
@@ -70,9 +72,10 @@ def _encode(
     with torch.inference_mode():
         for start in range(0, images.shape[0], batch_size):
             x = encoder.embed(images[start : start + batch_size].to(device, torch.float32))  # (b, N, D)
-            for blk in encoder.blocks[:-1]:
+            blocks = encoder.block_list()
+            for blk in blocks[:-1]:
                 x = blk(x)
-            x, attn = encoder.blocks[-1].forward_with_attention(x)  # (b, N, D), (b, nh, N, N)
+            x, attn = blocks[-1].forward_with_attention(x)  # (b, N, D), (b, nh, N, N)
             features.append(encoder.norm(x).float().cpu())
             # mean over heads, then over queries (dim -2): what each key patch receives
             received.append(attn.float().mean(dim=1).mean(dim=1).cpu())  # (b, N)
@@ -218,7 +221,7 @@ def load_dataset_images(
         (B, C, size, size) float32, not normalised.
     """
     ds = build_dataset(name, root, split, channels=channels, image_size=size)
-    n = len(ds)
+    n = dataset_size(ds)
     bad = [i for i in indices if not -n <= i < n]
     if bad:
         raise ValueError(f"indices {bad} are out of range for {name} ({split}), which holds {n} images")
@@ -232,12 +235,11 @@ def load_dataset_images(
 
 @dataclass
 class _CheckpointMaps:
-    """What one checkpoint contributes to the grid: its label and three (B, 3, H, W) RGB pictures."""
+    """What one checkpoint contributes to the grid: its label and named (B, 3, H, W) RGB pictures (the
+    attention of each of its method's encoders, then the PCA of the evaluated one)."""
 
     label: str
-    target_attention: torch.Tensor
-    context_attention: torch.Tensor
-    pca: torch.Tensor
+    pictures: list[tuple[str, torch.Tensor]]
 
 
 def _grey_rgb(images: torch.Tensor) -> torch.Tensor:
@@ -296,7 +298,7 @@ def _fit(
 def _render_grid(
     inputs: torch.Tensor, columns: Sequence[_CheckpointMaps], min_cell: int = MIN_CELL
 ) -> Image.Image:
-    """One row per image: the input, then per checkpoint its target attention, context attention and PCA.
+    """One row per image: the input, then per checkpoint its encoders' attention and its PCA map.
 
     Args:
         inputs: (B, C, H, W) images in [0, 1] as the first checkpoint saw them.
@@ -306,11 +308,9 @@ def _render_grid(
     Returns:
         The RGB grid: two header lines (checkpoint labels, column names), then the rows.
     """
-    sides = [max(inputs.shape[-2:]), *(max(c.pca.shape[-2:]) for c in columns)]
-    cell = max(
-        s * math.ceil(min_cell / s) for s in sides
-    )  # the largest images are upscaled by a whole factor
-    n_cols = 1 + 3 * len(columns)
+    sides = [max(inputs.shape[-2:]), *(max(p.shape[-2:]) for c in columns for _, p in c.pictures)]
+    cell = max(s * math.ceil(min_cell / s) for s in sides)  # upscaled by a whole factor
+    n_cols = 1 + sum(len(c.pictures) for c in columns)
     width = PAD + n_cols * (cell + PAD)
     top = PAD + 2 * LINE
     height = top + inputs.shape[0] * (cell + PAD)
@@ -322,19 +322,20 @@ def _render_grid(
         return PAD + col * (cell + PAD)
 
     draw.text((x_of(0), PAD + LINE), _fit(draw, "image", font, cell), fill="black", font=font)
-    for k, ckpt in enumerate(columns):
-        first = 1 + 3 * k
-        span = 3 * cell + 2 * PAD
+    first = 1
+    for ckpt in columns:
+        span = len(ckpt.pictures) * (cell + PAD) - PAD
         draw.text((x_of(first), PAD), _fit(draw, ckpt.label, font, span), fill="black", font=font)
         draw.line((x_of(first), PAD + LINE - 3, x_of(first) + span, PAD + LINE - 3), fill="#999999")
-        for j, name in enumerate(("target attention", "context attention", "PCA of target")):
+        for j, (name, _) in enumerate(ckpt.pictures):
             draw.text((x_of(first + j), PAD + LINE), _fit(draw, name, font, cell), fill="black", font=font)
+        first += len(ckpt.pictures)
     shown = _grey_rgb(inputs)
     for row in range(inputs.shape[0]):
         y = top + row * (cell + PAD)
         pictures = [shown[row]]
         for ckpt in columns:
-            pictures += [ckpt.target_attention[row], ckpt.context_attention[row], ckpt.pca[row]]
+            pictures += [picture[row] for _, picture in ckpt.pictures]
         for col, picture in enumerate(pictures):
             tile = _cell(picture, cell)  # centred in its cell when the image is not square
             grid.paste(tile, (x_of(col) + (cell - tile.width) // 2, y + (cell - tile.height) // 2))
@@ -363,10 +364,10 @@ def visualize(
 ) -> Path:
     """Write ``OUT_DIR/visualize.png``: attention and PCA maps of one or more checkpoints on some images.
 
-    Each row is one image: the image, then for every checkpoint the attention its target encoder pays
-    (heat map over the image), the same for its context encoder, and the PCA map of the target encoder's
-    patch features. Images are converted to each checkpoint's channels, resized and centre-cropped to its
-    image size and normalised with its training statistics.
+    Each row is one image: the image, then for every checkpoint the attention each of its method's
+    encoders pays (heat map over the image; I-JEPA: the target and the context encoder), and the PCA map
+    of the evaluated encoder's patch features. Images are converted to each checkpoint's channels,
+    resized and centre-cropped to its image size and normalised with its training statistics.
 
     Args:
         checkpoints: a checkpoint file or run folder, or several (their columns go side by side).
@@ -400,8 +401,9 @@ def visualize(
     columns = []
     for path in paths:
         ckpt, cfg = load_checkpoint_config(path)
-        target = load_encoder(path, "target", device)
-        context = load_encoder(path, "context", device)
+        roles = list(get_method(cfg.method.name).encoders)
+        encoders = {role: load_encoder(path, role, device) for role in roles}
+        target = encoders[roles[0]]
         size, channels = target.patch_embed.img_size, target.patch_embed.in_chans
         parts = []
         if images:
@@ -413,16 +415,17 @@ def visualize(
             parts.append(load_dataset_images(dataset, indices, size[0], channels, split, data_root))
         raw = torch.cat(parts)  # (B, C, H, W) in [0, 1]
         x = normalize(raw, *_normalization(cfg, channels))
-        features, target_received = _encode(target, x, batch_size)
-        _, context_received = _encode(context, x, batch_size)
-        columns.append(
-            _CheckpointMaps(
-                label=_checkpoint_label(path, int(ckpt["step"])),
-                target_attention=heatmap_overlay(raw, _to_pixels(target_received[:, None], target)[:, 0]),
-                context_attention=heatmap_overlay(raw, _to_pixels(context_received[:, None], context)[:, 0]),
-                pca=_to_pixels(_pca_rgb(features), target),
-            )
-        )
+        pictures = []
+        pca: torch.Tensor | None = None
+        for role, encoder in encoders.items():
+            features, received = _encode(encoder, x, batch_size)
+            overlay = heatmap_overlay(raw, _to_pixels(received[:, None], encoder)[:, 0])
+            pictures.append((f"{role} attention", overlay))
+            if pca is None:  # the evaluated encoder comes first
+                pca = _to_pixels(_pca_rgb(features), encoder)
+        assert pca is not None
+        pictures.append((f"PCA of {roles[0]}", pca))
+        columns.append(_CheckpointMaps(_checkpoint_label(path, int(ckpt["step"])), pictures))
         inputs.append(raw)
 
     out = Path(out_dir)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,23 +27,21 @@ from typing import Any
 
 import yaml
 
-from openjepa.train.checkpoint import find_checkpoint
+from openjepa.config import ConfigError, from_dict
+from openjepa.methods.base import encoder_role, get_method
+from openjepa.utils.run_folder import CONFIG_NAME, EVAL_NAME, METRICS_NAME, find_checkpoint
 from openjepa.viz.maps import visualize
+from openjepa.viz.svg import line_plot_svg
 
 # Keys of a metrics line that are coordinates or flags, not curves.
 _NOT_CURVES = ("step", "epoch", "monitor")
 
-# Preferred order and readable titles; any other numeric key follows, alphabetically, under its own name.
+# Readable titles of what the trainer and the monitor log, in the order plotted; a method's own metrics
+# (its ``metric_titles``) come after the loss, and any other numeric key follows alphabetically.
 _TITLES = {
     "loss": "loss",
-    "loss_jepa": "JEPA loss (C-JEPA: without VICReg)",
-    "vicreg_inv": "VICReg invariance",
-    "vicreg_var": "VICReg variance",
-    "vicreg_cov": "VICReg covariance",
     "lr": "learning rate",
     "wd": "weight decay",
-    "ema": "EMA momentum",
-    "target_std": "target std",
     "images_per_s": "throughput (images/s)",
     "knn_top1": "online kNN top-1 (%)",
     "rankme": "RankMe (effective rank)",
@@ -96,7 +93,9 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
         ValueError: a line other than the last is not a JSON object; the message names file and line.
     """
     lines = [line for line in path.read_text().splitlines() if line.strip()]
-    train, monitor, dropped = [], [], False
+    train: list[dict[str, Any]] = []
+    monitor: list[dict[str, Any]] = []
+    dropped = False
     for number, line in enumerate(lines, start=1):
         try:
             row = json.loads(line)
@@ -115,141 +114,27 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def curve_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Numeric keys of ``rows`` other than step/epoch: known keys in a fixed order, then the rest sorted."""
+def metric_titles(config: dict[str, Any]) -> dict[str, str]:
+    """Titles of every known metric of a run, in plotting order: the loss, the method's metrics, the rest."""
+    name = _method_name(config)
+    method = get_method(name).metric_titles if name is not None else {}
+    return {"loss": _TITLES["loss"], **method, **_TITLES}
+
+
+def curve_keys(rows: Sequence[dict[str, Any]], titles: dict[str, str] = _TITLES) -> list[str]:
+    """Numeric keys of ``rows`` other than step/epoch: titled keys in their order, then the rest sorted."""
     keys = {k for row in rows for k, v in row.items() if _is_number(v) and k not in _NOT_CURVES}
-    return [k for k in _TITLES if k in keys] + sorted(keys - set(_TITLES))
+    return [k for k in titles if k in keys] + sorted(keys - set(titles))
 
 
-# --------------------------------------------------------------------------------------------------
-# SVG line plots
-# --------------------------------------------------------------------------------------------------
-
-
-def nice_ticks(low: float, high: float, count: int = 5, min_step: float = 0.0) -> list[float]:
-    """About ``count`` round ticks covering [low, high]: steps of 1, 2 or 5 × 10^k, at least ``min_step``."""
-    if not high > low:
-        pad = abs(low) * 0.05 or 1.0
-        low, high = low - pad, high + pad
-    raw = (high - low) / max(count - 1, 1)
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = max(min_step, next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw * (1 - 1e-9)))
-    # 1e-9 absorbs float error in low/step, e.g. 0.3 / 0.1 = 2.9999999999999996
-    return [i * step for i in range(math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9) + 1)]
-
-
-def _tick_label(value: float, step: float) -> str:
-    if value == 0:
-        return "0"
-    if abs(value) >= 1e5 or step < 1e-4:
-        return f"{value:.1e}".replace("e-0", "e-").replace("e+0", "e")
-    decimals = max(0, -math.floor(math.log10(step))) if step < 1 else 0
-    return f"{value:.{decimals}f}"
-
-
-def _value_label(value: float) -> str:
-    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-        return f"{value:.3e}"
-    return f"{value:.4g}"
-
-
-def line_plot_svg(
-    xs: Sequence[float],
-    ys: Sequence[float],
-    title: str,
-    x_label: str = "step",
-    width: int = 370,
-    height: int = 230,
-    marks: Sequence[float] = (),
-) -> str:
-    """An inline SVG line plot of ``ys`` against ``xs`` with round ticks and grid lines.
-
-    Non-finite values break the line. A series of one point, or of few points, also shows dots.
-
-    Args:
-        xs: x values (e.g. steps), same length as ``ys``.
-        ys: y values.
-        title: plot title; the last finite value is shown next to it.
-        x_label: x-axis caption.
-        width: SVG width in pixels.
-        height: SVG height in pixels.
-        marks: x positions to mark with a red vertical line (e.g. steps where collapse was flagged).
-    """
-    left, right, top, bottom = 62, 14, 30, 38
-    pw, ph = width - left - right, height - top - bottom
-    points = [(float(x), float(y)) for x, y in zip(xs, ys, strict=True) if math.isfinite(y)]
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="system-ui, sans-serif" font-size="11">',
-        f'<text x="{left}" y="18" font-size="13" font-weight="600">{html.escape(title)}</text>',
-    ]
-    if not points:
-        out.append(f'<text x="{left}" y="{top + ph / 2}" fill="#888">no finite values</text></svg>')
-        return "\n".join(out)
-    last = _value_label(points[-1][1])
-    out.append(f'<text x="{width - right}" y="18" text-anchor="end" fill="#555">last {last}</text>')
-    x_min, x_max = min(p[0] for p in points), max(p[0] for p in points)
-    x_ticks = nice_ticks(x_min, x_max, min_step=1.0 if all(float(x).is_integer() for x, _ in points) else 0.0)
-    y_ticks = nice_ticks(min(p[1] for p in points), max(p[1] for p in points))
-    x_step, y_step = x_ticks[1] - x_ticks[0], y_ticks[1] - y_ticks[0]
-    x0, x1, y0, y1 = x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1]
-    if x_max > x_min:  # the x axis spans the steps logged, not beyond; y gets round limits
-        x0, x1 = x_min, x_max
-        x_ticks = [x for x in x_ticks if x_min - 1e-9 * x_step <= x <= x_max + 1e-9 * x_step]
-
-    def sx(x: float) -> float:
-        return left + (x - x0) / (x1 - x0) * pw
-
-    def sy(y: float) -> float:
-        return top + ph - (y - y0) / (y1 - y0) * ph
-
-    for y in y_ticks:
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#eee"/>')
-        out.append(
-            f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" text-anchor="end" fill="#555">'
-            f"{_tick_label(y, y_step)}</text>"
-        )
-    for x in x_ticks:
-        out.append(f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{top}" y2="{top + ph}" stroke="#eee"/>')
-        out.append(
-            f'<text x="{sx(x):.1f}" y="{top + ph + 15}" text-anchor="middle" fill="#555">'
-            f"{_tick_label(x, x_step)}</text>"
-        )
-    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
-    caption = html.escape(x_label)
-    out.append(
-        f'<text x="{left + pw / 2}" y="{height - 6}" text-anchor="middle" fill="#555">{caption}</text>'
-    )
-    for x in marks:
-        if x0 <= x <= x1:
-            out.append(
-                f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{top}" y2="{top + ph}" stroke="#d93025"/>'
-            )
-    segments: list[list[tuple[float, float]]] = [[]]
-    for x, y in zip(xs, ys, strict=True):
-        if math.isfinite(y):
-            segments[-1].append((float(x), float(y)))
-        elif segments[-1]:
-            segments.append([])
-    for segment in segments:
-        if len(segment) > 1:
-            coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in segment)
-            out.append(f'<polyline points="{coords}" fill="none" stroke="#1f6fb4" stroke-width="1.6"/>')
-    if len(points) <= 40:
-        for x, y in points:
-            out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.4" fill="#1f6fb4"/>')
-    out.append("</svg>")
-    return "\n".join(out)
-
-
-def _plots(rows: Sequence[dict[str, Any]], marks: Sequence[float] = ()) -> str:
+def _plots(rows: Sequence[dict[str, Any]], titles: dict[str, str], marks: Sequence[float] = ()) -> str:
     """One plot per numeric key of ``rows`` against the step, in a responsive grid."""
     rows = [r for r in rows if _is_number(r.get("step"))]
     figures = []
-    for key in curve_keys(rows):
+    for key in curve_keys(rows, titles):
         have = [r for r in rows if _is_number(r.get(key))]
         svg = line_plot_svg(
-            [r["step"] for r in have], [r[key] for r in have], _TITLES.get(key, key), marks=marks
+            [r["step"] for r in have], [r[key] for r in have], titles.get(key, key), marks=marks
         )
         figures.append(f'<div class="plot">{svg}</div>')
     return f'<div class="plots">{"".join(figures)}</div>'
@@ -330,17 +215,27 @@ def eval_html(data: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+def _method_name(config: dict[str, Any]) -> str | None:
+    """The registered method of a run's config, or None when the config cannot say."""
+    try:
+        return from_dict(config).method.name
+    except (ConfigError, TypeError, ValueError):
+        return None
+
+
+def _evaluated_role(config: dict[str, Any]) -> str:
+    """The role of the run's evaluated encoder (I-JEPA: ``target``), or ``evaluated`` when unknown."""
+    name = _method_name(config)
+    return encoder_role(get_method(name), None) if name is not None else "evaluated"
+
+
 def _method_text(config: dict[str, Any]) -> str:
-    """``ijepa``, or ``cjepa (reading B, var/cov on, inv on)``."""
-    method = str(config.get("method", "?"))
-    c = config.get("cjepa") or {}
-    if method != "cjepa":
-        return method
-    on = {True: "on", False: "off"}
-    return (
-        f"cjepa (reading {c.get('reading', '?')}, var/cov {on.get(c.get('var_cov'), '?')}, "
-        f"inv {on.get(c.get('inv'), '?')}, β_vicreg {c.get('beta_vicreg', '?')})"
-    )
+    """The method as its class describes a config of it, e.g. ``cjepa (reading B, var/cov on, ...)``."""
+    try:
+        method = from_dict(config).method
+    except (ConfigError, TypeError, ValueError):
+        return "?"
+    return get_method(method.name).describe(method)
 
 
 def _summary_html(config: dict[str, Any], train: Sequence[dict[str, Any]]) -> str:
@@ -387,7 +282,8 @@ def _attention_html(run_dir: Path, config: dict[str, Any], num_images: int, batc
     return (
         f'<p class="meta">First {num_images} test images of {html.escape(str(data["dataset"]))}. Attention: '
         "what each patch receives in the last block, averaged over heads and query tokens (bright = more). "
-        "PCA: the first three principal components of the target encoder's patch features as RGB.</p>"
+        f"PCA: the first three principal components of the {html.escape(_evaluated_role(config))} encoder's "
+        "patch features as RGB.</p>"
         f'<img class="maps" alt="attention and PCA maps" src="data:image/png;base64,{encoded}">'
     )
 
@@ -411,9 +307,7 @@ def write_report(
         ValueError: metrics.jsonl or eval.json is malformed (the message names the file).
     """
     run_dir = Path(run_dir)
-    metrics_path, eval_path, config_path = (
-        run_dir / n for n in ("metrics.jsonl", "eval.json", "config.yaml")
-    )
+    metrics_path, eval_path, config_path = (run_dir / n for n in (METRICS_NAME, EVAL_NAME, CONFIG_NAME))
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no run folder at {run_dir}")
     if not any(p.is_file() for p in (metrics_path, eval_path, config_path)):
@@ -426,6 +320,7 @@ def write_report(
     train, monitor, dropped = read_metrics(metrics_path) if metrics_path.is_file() else ([], [], False)
 
     name = run_dir.resolve().name
+    titles = metric_titles(config)
     parts = [
         f"<h1>openjepa run: {html.escape(name)}</h1>",
         f'<p class="sub">{html.escape(str(run_dir.resolve()))}</p>',
@@ -433,7 +328,7 @@ def write_report(
     ]
     parts.append("<h2>Training</h2>")
     if train:
-        parts.append(_plots(train))
+        parts.append(_plots(train, titles))
     else:
         parts.append('<p class="note">No training metrics (RUN/metrics.jsonl is missing or empty).</p>')
     if dropped:
@@ -450,7 +345,7 @@ def write_report(
             )
         elif any("collapse" in r for r in monitor):
             parts.append(f'<p class="meta">No collapse flagged in {len(monitor)} checks.</p>')
-        parts.append(_plots(monitor, marks=flagged))
+        parts.append(_plots(monitor, titles, marks=flagged))
 
     parts.append("<h2>Evaluation</h2>")
     if eval_path.is_file():

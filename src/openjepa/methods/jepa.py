@@ -1,0 +1,209 @@
+"""The joint-embedding predictive architecture shared by the masked-prediction methods.
+
+A context encoder sees one context block of an image; a narrow predictor predicts, from its tokens and the
+positions of a few masked target blocks, what a teacher (an EMA copy of the encoder, seeing the whole
+image) produces there. This module holds the networks, the multi-block masks, the teacher and its update;
+a method built on it (:class:`JEPA`) only writes its loss in ``forward``.
+
+Per step, for images x and masks (context C, target blocks T_1 … T_M):
+
+1. targets: ``h = layer_norm(f_θ̄(x))`` on the full image, no gradient, no affine; take ``h`` at each T_m;
+2. context: ``z = f_θ(x restricted to C)``;
+3. prediction: ``ŷ_m = g_φ(z, positions of C, positions of T_m)`` for each block;
+4. after the optimizer step, ``θ̄ ← m·θ̄ + (1 − m)·θ`` with ``m`` following ``ema`` linearly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+
+from openjepa.config import Config, MethodConfig
+from openjepa.losses.jepa import JEPA_LOSSES
+from openjepa.masks.gather import gather_tokens
+from openjepa.masks.multiblock import MultiBlockMaskSampler
+from openjepa.methods.base import Method, StepContext
+from openjepa.methods.teacher import ema_update, make_teacher, momentum_at
+from openjepa.models.build import build_encoder
+from openjepa.models.predictor import Predictor
+from openjepa.models.vit import VisionTransformer
+from openjepa.rng import Stream, step_generator
+
+
+@dataclass
+class PredictorConfig:
+    """The predictor: a narrow ViT over context tokens and one mask token per target position.
+
+    Attributes:
+        depth: predictor blocks.
+        dim: predictor width (384 in the published configs).
+        heads: attention heads (null: the encoder's).
+        mode: ``separate`` (each target block its own sequence, the reference's semantics) or ``joint``
+            (one sequence per image with an attention mask; cheaper, a different function).
+    """
+
+    depth: int = 6
+    dim: int = 96
+    heads: int | None = None
+    mode: Literal["separate", "joint"] = "separate"
+
+
+@dataclass
+class MaskConfig:
+    """Multi-block masks on the patch grid (see :mod:`openjepa.masks.multiblock`).
+
+    Attributes:
+        num_targets: target blocks per image.
+        target_scale: range of a target block's area, as a fraction of the grid.
+        target_aspect: range of a target block's aspect ratio (height / width).
+        context_scale: range of the context block's area fraction (before target patches are removed).
+        context_aspect: range of the context block's aspect ratio.
+        min_keep: fewest patches a context may keep after the target patches are removed.
+        allow_overlap: keep the target patches in the context.
+    """
+
+    num_targets: int = 4
+    target_scale: tuple[float, float] = (0.15, 0.2)
+    target_aspect: tuple[float, float] = (0.75, 1.5)
+    context_scale: tuple[float, float] = (0.85, 1.0)
+    context_aspect: tuple[float, float] = (1.0, 1.0)
+    min_keep: int = 10
+    allow_overlap: bool = False
+
+
+@dataclass
+class JEPAConfig(MethodConfig):
+    """Keys of every method built on :class:`JEPA`.
+
+    Attributes:
+        predictor: the predictor network.
+        masks: the context and target blocks.
+        ema: EMA momentum of the target encoder at the start and at the end of the schedule (linear);
+            ``[0, 0]`` makes the target a stop-gradient copy of the current encoder.
+        loss: ``smooth_l1`` (the reference code) or ``l2`` (the paper) between prediction and target.
+    """
+
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    masks: MaskConfig = field(default_factory=MaskConfig)
+    ema: tuple[float, float] = (0.996, 1.0)
+    loss: Literal["smooth_l1", "l2"] = "smooth_l1"
+
+
+class JEPA(Method):
+    """Context encoder, predictor and EMA target encoder, with multi-block masks; subclasses add a loss.
+
+    Args:
+        encoder: the context encoder; the target encoder starts as a deep copy of it.
+        predictor: the predictor.
+        masks: mask sampler settings.
+        loss: ``"smooth_l1"`` or ``"l2"``.
+        ema: EMA momentum at the start and at the end of the schedule.
+    """
+
+    encoders: ClassVar[dict[str, str]] = {"target": "target_encoder", "context": "encoder"}
+    metric_titles: ClassVar[dict[str, str]] = {
+        "ema": "EMA momentum",
+        "target_std": "target std (mean per-dimension std of the target features)",
+    }
+
+    def __init__(
+        self,
+        encoder: VisionTransformer,
+        predictor: Predictor,
+        masks: MaskConfig | None = None,
+        loss: str = "smooth_l1",
+        ema: tuple[float, float] = (0.996, 1.0),
+    ):
+        super().__init__()
+        if loss not in JEPA_LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {JEPA_LOSSES}")
+        self.encoder = encoder
+        self.predictor = predictor
+        self.target_encoder = make_teacher(encoder)
+        m = masks or MaskConfig()
+        self.sampler = MultiBlockMaskSampler(
+            encoder.grid_size,
+            num_targets=m.num_targets,
+            target_scale=m.target_scale,
+            target_aspect=m.target_aspect,
+            context_scale=m.context_scale,
+            context_aspect=m.context_aspect,
+            min_keep=m.min_keep,
+            allow_overlap=m.allow_overlap,
+        )
+        self.loss_kind = loss
+        self.ema = ema
+
+    @classmethod
+    def from_config(cls, cfg: Config, in_chans: int) -> JEPA:
+        method = cfg.method
+        assert isinstance(method, JEPAConfig)
+        encoder, predictor = build_networks(cfg, in_chans)
+        return cls(encoder, predictor, method.masks, method.loss, method.ema)
+
+    # ---- the step --------------------------------------------------------------------------------------
+
+    def prepare_batch(self, images: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """Crops plus the step's masks: ``images`` (B, C, H, W), ``context`` (B, Kc), ``targets`` (B, M, Kt).
+
+        The masks are drawn for the whole global batch from ``(seed, step)`` and sliced to this process's
+        rows, so any number of processes sees the masks one process would.
+        """
+        return {"images": ctx.augment(images, ctx.step, ctx.rows, ctx.global_batch), **self.masks(ctx)}
+
+    def masks(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """This process's rows of the step's masks, on the step's device."""
+        masks = self.sampler(ctx.global_batch, step_generator(ctx.seed ^ Stream.MASKS, ctx.step))
+        return {
+            "context": masks.context[ctx.rows].to(ctx.device, non_blocking=True),  # (B, Kc)
+            "targets": masks.targets[ctx.rows].to(ctx.device, non_blocking=True),  # (B, M, Kt)
+        }
+
+    @torch.no_grad()
+    def targets(self, images: torch.Tensor, target_idx: torch.Tensor) -> torch.Tensor:
+        """Layer-normed target-encoder features at the target blocks: (B, M, Kt, D)."""
+        h = self.target_encoder(images)  # (B, N, D)
+        h = F.layer_norm(h, (h.shape[-1],))  # normalise each token over features, no affine
+        return gather_tokens(h, target_idx)  # (B, M, Kt, D)
+
+    def predict(
+        self, images: torch.Tensor, context: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(prediction, target, z)``: predicted and target features (B, M, Kt, D), and the context
+        encoder's tokens (B, Kc, D)."""
+        target = self.targets(images, targets)
+        z = self.encoder(images, context)  # (B, Kc, D)
+        prediction = self.predictor(z, context, targets)  # (B, M, Kt, D)
+        return prediction, target, z
+
+    @staticmethod
+    @torch.no_grad()
+    def target_std(target: torch.Tensor) -> torch.Tensor:
+        """Mean per-dimension standard deviation of the target features, a first collapse signal."""
+        return target.reshape(-1, target.shape[-1]).float().std(dim=0).mean()  # over (B·M·Kt, D)
+
+    def after_optimizer_step(self, step: int, total_steps: int) -> dict[str, float]:
+        """EMA step of the target encoder towards the context encoder (momentum 0: an exact copy)."""
+        momentum = momentum_at(step, total_steps, *self.ema)
+        ema_update(self.target_encoder, self.encoder, momentum)
+        return {"ema": momentum}
+
+
+def build_networks(cfg: Config, in_chans: int) -> tuple[VisionTransformer, Predictor]:
+    """The encoder of ``cfg.model`` and the predictor of ``cfg.method.predictor``, built in that order (the
+    order fixes which random numbers initialise which weights)."""
+    assert isinstance(cfg.method, JEPAConfig)
+    encoder = build_encoder(cfg.model, cfg.data.image_size, in_chans)
+    p = cfg.method.predictor
+    predictor = Predictor(
+        encoder.grid_size,
+        encoder.embed_dim,
+        predictor_dim=p.dim,
+        depth=p.depth,
+        num_heads=p.heads or encoder.num_heads,
+        mode=p.mode,
+    )
+    return encoder, predictor

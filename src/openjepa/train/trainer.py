@@ -1,0 +1,340 @@
+"""The pretraining loop, the same for every method: one process, one GPU, or many under ``torchrun``.
+
+The trainer composes components that are each built by one function (the runtime, the data stream, the
+method, the optimizer and its schedules, the checkpoint folder) and runs the step below; everything
+beside the loop (loggers, the progress bar, online monitors) is a callback.
+
+One optimizer step (:meth:`Trainer.train_step`, also what ``benchmarks/train_step.py`` times):
+
+1. set the step's learning rate and weight decay (pure functions of the step);
+2. ``method.prepare_batch``: this process's rows of the global batch → the step's inputs (crops, masks…),
+   every random draw a pure function of ``(seed, step)``;
+3. for each of ``optim.grad_accum`` micro-batches: ``method(batch)`` under autocast (and DDP, which averages
+   gradients over processes on the last one) → loss and metrics; backward;
+4. clip, AdamW step, ``method.after_optimizer_step`` (an EMA teacher's update).
+
+Everything needed to continue is one state dict (method, optimizer, step, RNG, config, callback states),
+written atomically to ``RUN/checkpoints/latest.pt``. Running the same command with the same
+``run.out_dir`` resumes there and reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset
+
+from openjepa.config import Config, check_config, save_config, to_dict
+from openjepa.data.augment import PretrainAugment
+from openjepa.data.datasets import build_dataset, dataset_channels
+from openjepa.data.stream import StepBatches
+from openjepa.data.transforms import normalization_stats
+from openjepa.methods.base import Method, StepContext, build_method, get_method
+from openjepa.rng import rng_state, set_rng_state
+from openjepa.runtime import Runtime, build_runtime
+from openjepa.runtime.distributed import all_reduce_mean, barrier
+from openjepa.train.callbacks import Callback, ProgressBar
+from openjepa.train.loggers import LoggerCallback
+from openjepa.train.optim import build_optimizer, build_schedules, set_hyperparams
+from openjepa.utils.run_folder import (
+    CHECKPOINT_VERSION,
+    CONFIG_NAME,
+    CheckpointManager,
+    checkpoint_config,
+    read_checkpoint,
+)
+from openjepa.utils.state_dict import load_state_dict_strict
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped without writing a checkpoint."""
+
+
+@dataclass
+class StepResult:
+    """What one optimizer step returns: the loss and metrics (averaged over processes, still tensors, so
+    reading them is the only host sync) and the step's scheduled values."""
+
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor]
+    hyperparams: dict[str, float]
+
+
+def build_train_data(cfg: Config) -> Dataset:
+    """The training split of ``cfg.data`` (image folders decoded at 8/7 of the crop side)."""
+    d = cfg.data
+    decode = {"folder": round(d.image_size * 8 / 7), "synthetic": d.image_size}.get(d.dataset)
+    return build_dataset(d.dataset, d.root, "train", channels=d.channels, image_size=decode)
+
+
+def build_augment(cfg: Config, channels: int) -> PretrainAugment:
+    """The run's crops: ``data.image_size``, ``data.crop_scale``, ``data.flip``, the dataset's statistics."""
+    d = cfg.data
+    mean, std = normalization_stats(d.dataset, channels)
+    return PretrainAugment(d.image_size, mean, std, d.crop_scale, d.flip, cfg.run.seed)
+
+
+def wrap_for_training(method: Method, runtime: Runtime, compile: bool) -> nn.Module:
+    """What the step calls: the method, compiled if asked, inside DDP under ``torchrun``."""
+    step_module: nn.Module = method
+    if compile:
+        step_module = torch.compile(method)  # type: ignore[assignment]
+    if runtime.dist.enabled:
+        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        return DistributedDataParallel(step_module, device_ids=device_ids)
+    return step_module
+
+
+class Trainer:
+    """Pretrain the method of a ``Config``.
+
+    Args:
+        cfg: the run's config.
+        callbacks: extra callbacks, called after the loggers and the progress bar (e.g. the online monitor,
+            see ``openjepa.api.build_trainer``).
+        dataset: the training images (None: the training split of ``cfg.data``).
+
+    Example:
+        >>> trainer = Trainer(load_config("configs/demo.yaml"))
+        >>> trainer.fit()
+    """
+
+    def __init__(self, cfg: Config, callbacks: Iterable[Callback] = (), dataset: Dataset | None = None):
+        check_config(cfg)
+        self.cfg = cfg
+        self.runtime = build_runtime(cfg.run.device, cfg.run.precision)
+        self.device = self.runtime.device
+        self.out_dir = Path(cfg.run.out_dir)
+        dist, o = self.runtime.dist, cfg.optim
+
+        self.dataset = build_train_data(cfg) if dataset is None else dataset
+        self.stream = StepBatches(
+            self.dataset,
+            o.batch_size,
+            cfg.run.seed,
+            dist.rank,
+            dist.world_size,
+            num_workers=cfg.data.num_workers,
+            subset=cfg.data.subset,
+            pin_memory=self.device.type == "cuda",
+        )
+        if (o.batch_size // dist.world_size) % o.grad_accum:
+            raise ValueError(
+                f"the per-process batch {o.batch_size // dist.world_size} (optim.batch_size / processes) "
+                f"is not divisible by optim.grad_accum={o.grad_accum}"
+            )
+        channels = dataset_channels(self.dataset)
+        self.augment = build_augment(cfg, channels)
+        torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
+        self.method = build_method(cfg, channels).to(self.device)
+        self.optimizer = build_optimizer(self.method, o)
+        self.schedules, self.total_steps = build_schedules(o, self.stream.steps_per_epoch)
+        self.end_step = (
+            self.total_steps if cfg.run.max_steps is None else min(self.total_steps, cfg.run.max_steps)
+        )
+        self.forward = wrap_for_training(self.method, self.runtime, cfg.run.compile)
+        self.checkpoints = CheckpointManager(self.out_dir, cfg.run.keep_every)
+        self.callbacks: list[Callback] = [LoggerCallback(), *([ProgressBar()] if cfg.run.progress else [])]
+        self.callbacks += list(callbacks)
+        handled = {key for cb in self.callbacks for key in cb.handles}
+        if cfg.eval.monitor_every is not None and "eval.monitor_every" not in handled:
+            raise ValueError(
+                "eval.monitor_every is set but no callback runs the online monitor: build the trainer "
+                "with openjepa.api.build_trainer(cfg), or pass "
+                "openjepa.diagnostics.MonitorCallback.from_config(cfg)"
+            )
+        self.step = 0
+        self._callback_states: dict[str, Any] = {}  # kept for callbacks absent from this run
+
+    @property
+    def epoch(self) -> float:
+        return self.step / self.stream.steps_per_epoch
+
+    # ---- state ----------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue bit for bit."""
+        callbacks = dict(self._callback_states)
+        callbacks.update({cb.state_key: cb.state_dict() for cb in self.callbacks if cb.state_key})
+        return {
+            "version": CHECKPOINT_VERSION,
+            "method": self.cfg.method.name,
+            "step": self.step,
+            "epoch": self.epoch,
+            "model": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng_state(),
+            "config": to_dict(self.cfg),
+            "world_size": self.runtime.dist.world_size,
+            "callbacks": callbacks,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_state_dict_strict(self.method, state["model"], "model")
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self._callback_states = dict(state.get("callbacks") or {})
+        for cb in self.callbacks:
+            if cb.state_key and cb.state_key in self._callback_states:
+                cb.load_state_dict(self._callback_states[cb.state_key])
+
+    def resume(self) -> bool:
+        """Load the run folder's latest checkpoint, if any; return whether one was loaded.
+
+        Raises:
+            ValueError: the checkpoint holds weights only, or was trained with another method (or
+                settings its method says must not change).
+        """
+        path = self.checkpoints.latest_path()
+        if path is None:
+            return False
+        state = read_checkpoint(path, map_location=self.device)
+        if "optimizer" not in state:
+            raise ValueError(
+                f"{path} holds weights only (an imported or exported model), not a training state, so "
+                "pretraining cannot resume from it. Evaluate it, or pretrain into a new run.out_dir."
+            )
+        saved = checkpoint_config(state).method
+        old, new = (
+            get_method(saved.name).resume_key(saved),
+            get_method(self.cfg.method.name).resume_key(self.cfg.method),
+        )
+        if old != new:
+            raise ValueError(
+                f"{path} was trained with method {old} but the config asks for {new}; resuming would mix "
+                "the two. Use another run.out_dir (or the run's own settings)."
+            )
+        self.load_state_dict(state)
+        return True
+
+    # ---- training -------------------------------------------------------------------------------------
+
+    def step_context(self, step: int) -> StepContext:
+        dist = self.runtime.dist
+        return StepContext(
+            step,
+            self.cfg.run.seed,
+            dist.rank,
+            self.stream.rows(),
+            self.cfg.optim.batch_size,
+            self.device,
+            self.augment,
+        )
+
+    def train_step(self, step: int, images: torch.Tensor) -> StepResult:
+        """One optimizer step on this process's raw images of the global batch at ``step``."""
+        o, dist = self.cfg.optim, self.runtime.dist
+        hp = self.schedules.at(step)
+        set_hyperparams(self.optimizer, hp["lr"], hp["wd"])
+        batch = self.method.prepare_batch(images.to(self.device, non_blocking=True), self.step_context(step))
+        micro = next(iter(batch.values())).shape[0] // o.grad_accum
+        loss_sum = torch.zeros((), device=self.device)
+        metric_sums: dict[str, torch.Tensor] = {}
+        for j in range(o.grad_accum):
+            part = {key: value[j * micro : (j + 1) * micro] for key, value in batch.items()}
+            # gradients are averaged across processes only on the last micro-batch
+            skip_sync = dist.enabled and j < o.grad_accum - 1
+            with self.forward.no_sync() if skip_sync else contextlib.nullcontext():  # type: ignore[operator]
+                with self.runtime.autocast():
+                    loss, metrics = self.forward(part)
+                (loss / o.grad_accum).backward()
+            loss_sum += loss.detach().float()
+            for key, value in metrics.items():
+                metric_sums[key] = metric_sums[key] + value.float() if key in metric_sums else value.float()
+        if o.clip_grad is not None:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, o.clip_grad)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        hp.update(self.method.after_optimizer_step(step, self.schedules.total_steps))
+        return StepResult(
+            all_reduce_mean(loss_sum / o.grad_accum, dist),
+            {key: all_reduce_mean(value / o.grad_accum, dist) for key, value in metric_sums.items()},
+            hp,
+        )
+
+    def fit(self) -> dict[str, Any]:
+        """Train until the schedule ends (or ``run.max_steps``); returns a summary of the run."""
+        cfg = self.cfg
+        resumed = self.resume()
+        start = self.step
+        if self.runtime.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out_dir / CONFIG_NAME)
+            if resumed:
+                print(f"resuming {self.out_dir} at step {self.step}/{self.end_step}")
+        last_loss = math.nan
+        try:
+            self._emit("on_fit_start")
+            t_last, images_since = time.perf_counter(), 0
+            for step, images in self.stream.iterate(self.step, self.end_step):
+                result = self.train_step(step, images)
+                loss = result.loss.item()
+                if not math.isfinite(loss):
+                    last = self.checkpoints.latest_path()
+                    raise NonFiniteLossError(
+                        f"loss is {loss} at step {step + 1}; stopped without saving. Last good checkpoint: "
+                        f"{last if last is not None else 'none (no checkpoint was written yet)'}. "
+                        "Try a lower optim.lr, optim.clip_grad, or run.precision=fp32."
+                    )
+                self.step, last_loss = step + 1, loss
+                images_since += cfg.optim.batch_size
+                if self.step % cfg.run.log_every == 0 or self.step == self.end_step:
+                    now = time.perf_counter()
+                    self.log(
+                        {
+                            "epoch": round(self.epoch, 4),
+                            "loss": loss,
+                            **result.hyperparams,
+                            "images_per_s": round(images_since / (now - t_last), 2),
+                            **{key: value.item() for key, value in result.metrics.items()},
+                        }
+                    )
+                    t_last, images_since = now, 0
+                self._emit("on_step_end")
+                if self.step % cfg.run.checkpoint_every == 0 and self.step != self.end_step:
+                    self.save()
+            if self.step > start:
+                latest = self.save()
+                self._emit("on_checkpoint", latest, ["latest"], {"step": self.step, "loss": last_loss})
+        finally:
+            self._emit("on_fit_end")
+        return {
+            "out_dir": str(self.out_dir),
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "loss": last_loss,
+        }
+
+    # ---- what callbacks use ---------------------------------------------------------------------------
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Send a metrics line of the current step to every callback (the loggers write it)."""
+        self._emit("on_log", record, self.step)
+
+    def save(self) -> Path:
+        """Write ``latest.pt`` (main process; every process waits for it)."""
+        path = self.checkpoints.checkpoint_dir / "latest.pt"
+        if self.runtime.dist.is_main:
+            path = self.checkpoints.save(self.state_dict(), self.step)
+        barrier(self.runtime.dist)
+        return path
+
+    def save_best(self, metadata: dict[str, Any]) -> None:
+        """Write ``best.pt`` (call on the main process) and tell the callbacks."""
+        path = self.checkpoints.save_best(self.state_dict())
+        self._emit("on_checkpoint", path, ["best"], metadata)
+
+    def _emit(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)

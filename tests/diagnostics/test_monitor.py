@@ -1,0 +1,228 @@
+"""The online monitor: kNN and collapse metrics on a fixed subset of the training split, and the trainer
+callback that runs it (openjepa.diagnostics.monitor)."""
+
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from openjepa.config import load_config
+from openjepa.data.datasets import SyntheticDataset, TensorImageDataset
+from openjepa.diagnostics.collapse import collapse_metrics, collapse_warnings
+from openjepa.diagnostics.monitor import MonitorCallback, OnlineMonitor
+from openjepa.eval.data import encoder_input
+from openjepa.eval.features import extract_features
+from openjepa.eval.knn import knn_classify
+from openjepa.models.vit import VisionTransformer
+from openjepa.runtime.distributed import DistInfo
+from tests.helpers import TINY
+
+MEAN, STD = (0.5,), (0.15,)
+
+
+def tiny_encoder(seed: int = 0) -> VisionTransformer:
+    torch.manual_seed(seed)
+    return VisionTransformer(img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=2, num_heads=2)
+
+
+@pytest.fixture(scope="module")
+def dataset() -> SyntheticDataset:
+    return SyntheticDataset(60, channels=1, size=12)  # resized to the encoder's 16 px by the monitor
+
+
+class Constant(nn.Module):
+    """A fully collapsed encoder: every image gets the same tokens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens = nn.Parameter(torch.randn(1, 4, 8))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tokens.expand(x.shape[0], -1, -1)
+
+
+# --------------------------------------------------------------------------------------------------
+# OnlineMonitor
+# --------------------------------------------------------------------------------------------------
+
+
+def test_monitor_reports_knn_of_queries_against_the_bank_and_their_collapse_metrics(dataset):
+    monitor = OnlineMonitor(dataset, 16, MEAN, STD, train_samples=40, val_samples=20, k=5, batch_size=16)
+    assert torch.equal(monitor.bank_images, dataset.images[:40])
+    assert torch.equal(monitor.bank_labels, dataset.labels[:40])
+    assert torch.equal(monitor.query_images, dataset.images[40:])
+    assert torch.equal(monitor.query_labels, dataset.labels[40:])
+    assert monitor.has_labels
+
+    encoder = tiny_encoder().train()
+    result = monitor(encoder)
+    assert set(result) == {"knn_top1", "feature_std", "rankme", "mean_cosine", "collapse", "collapse_reasons"}
+    assert all(m.training for m in encoder.modules())  # the encoder's mode is restored
+
+    preprocess = encoder_input(16, MEAN, STD)
+    bank, _ = extract_features(encoder, dataset.images[:40], preprocess=preprocess, progress=False)
+    queries, _ = extract_features(encoder, dataset.images[40:], preprocess=preprocess, progress=False)
+    expected = knn_classify(bank, dataset.labels[:40], queries, dataset.labels[40:], k=5)
+    assert result["knn_top1"] == pytest.approx(expected[5])
+    for key, value in collapse_metrics(queries).items():
+        assert result[key] == pytest.approx(value, rel=1e-5), key
+    # an untrained tiny ViT's pooled features are nearly parallel; whatever the verdict, it is the metrics'
+    assert result["collapse_reasons"] == collapse_warnings(result)
+    assert result["collapse"] is bool(result["collapse_reasons"])
+
+
+def test_monitor_flags_a_collapsed_encoder(dataset):
+    monitor = OnlineMonitor(dataset, 16, MEAN, STD, train_samples=40, val_samples=20, k=5)
+    result = monitor(Constant())
+    assert result["collapse"] is True
+    reasons = " ".join(result["collapse_reasons"])
+    assert "feature_std" in reasons and "mean_cosine" in reasons and "rankme" in reasons
+
+
+def test_monitor_shrinks_oversized_subsets_keeping_them_disjoint(dataset):
+    monitor = OnlineMonitor(dataset, 16, MEAN, STD, train_samples=100, val_samples=50)
+    assert len(monitor.bank_labels) == 40 and len(monitor.query_labels) == 20
+    assert torch.equal(monitor.query_images, dataset.images[40:])
+    with pytest.raises(ValueError, match="at least 4 training images"):
+        OnlineMonitor(SyntheticDataset(3, 1, 8), 16, MEAN, STD)
+
+
+def test_monitor_without_labels_reports_collapse_metrics_only():
+    unlabelled = TensorImageDataset()
+    unlabelled.images = torch.randint(0, 256, (12, 1, 16, 16), dtype=torch.uint8)
+    unlabelled.labels = torch.full((12,), -1)
+    monitor = OnlineMonitor(unlabelled, 16, MEAN, STD, train_samples=6, val_samples=6)
+    assert not monitor.has_labels
+    result = monitor(tiny_encoder())
+    assert "knn_top1" not in result
+    assert {"feature_std", "rankme", "mean_cosine", "collapse"} <= set(result)
+
+
+def test_monitor_reads_item_datasets_too(dataset):
+    class Items(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(dataset)
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+            return dataset[i]
+
+    from_items = OnlineMonitor(Items(), 16, MEAN, STD, train_samples=40, val_samples=20, k=5)
+    from_tensors = OnlineMonitor(dataset, 16, MEAN, STD, train_samples=40, val_samples=20, k=5)
+    assert torch.equal(from_items.bank_labels, from_tensors.bank_labels)
+    torch.testing.assert_close(from_items.query_images, from_tensors.query_images.float() / 255)
+    encoder = tiny_encoder()
+    assert from_items(encoder)["knn_top1"] == pytest.approx(from_tensors(encoder)["knn_top1"])
+
+
+# --------------------------------------------------------------------------------------------------
+# MonitorCallback
+# --------------------------------------------------------------------------------------------------
+
+
+def test_from_config_is_none_without_monitor_every():
+    assert MonitorCallback.from_config(load_config(None, TINY)) is None
+
+
+def test_from_config_passes_the_eval_keys():
+    cfg = load_config(
+        None,
+        [
+            *TINY,
+            "eval.monitor_every=0.5",
+            "eval.monitor_train_samples=64",
+            "eval.monitor_val_samples=32",
+            "eval.monitor_k=3",
+            "eval.knn_temperature=0.1",
+            "eval.batch_size=8",
+            "run.keep_best=true",
+        ],
+    )
+    callback = MonitorCallback.from_config(cfg)
+    assert isinstance(callback, MonitorCallback)
+    assert callback.every_epochs == 0.5 and callback.keep_best
+    assert callback.options == {
+        "train_samples": 64,
+        "val_samples": 32,
+        "k": 3,
+        "temperature": 0.1,
+        "batch_size": 8,
+    }
+    assert callback.best_knn == -math.inf and callback.monitor is None
+    assert MonitorCallback.state_key == "online_monitor"
+    assert set(MonitorCallback.handles) == {"eval.monitor_every", "run.keep_best"}
+
+
+def test_state_dict_round_trip():
+    callback = MonitorCallback(0.25)
+    assert callback.state_dict() == {"best_knn": -math.inf}
+    callback.best_knn = 42.5
+    state = callback.state_dict()
+    assert state == {"best_knn": 42.5}
+    restored = MonitorCallback(0.25)
+    restored.load_state_dict(state)
+    assert restored.best_knn == 42.5
+    restored.load_state_dict({})  # a checkpoint without the monitor's state
+    assert restored.best_knn == -math.inf
+
+
+@pytest.mark.parametrize("every", [0.0, -1.0])
+def test_a_non_positive_interval_is_refused(every):
+    with pytest.raises(ValueError, match="positive number of epochs"):
+        MonitorCallback(every)
+
+
+class StubTrainer:
+    """What MonitorCallback reads of a Trainer, on one process."""
+
+    def __init__(self, dataset: Any, encoder: nn.Module) -> None:
+        self.stream = SimpleNamespace(steps_per_epoch=8)
+        self.runtime = SimpleNamespace(dist=DistInfo(), amp_dtype=None)
+        self.augment = SimpleNamespace(size=16, mean=MEAN, std=STD)
+        self.dataset = dataset
+        self.device = torch.device("cpu")
+        self.method = SimpleNamespace(get_encoder=lambda: encoder)
+        self.step, self.end_step = 0, 8
+        self.logged: list[dict[str, Any]] = []
+        self.best: list[dict[str, Any]] = []
+
+    @property
+    def epoch(self) -> float:
+        return self.step / self.stream.steps_per_epoch
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.logged.append(record)
+
+    def save_best(self, metadata: dict[str, Any]) -> None:
+        self.best.append(metadata)
+
+
+def test_callback_checks_at_start_every_interval_and_the_last_step_and_keeps_the_best(dataset):
+    options = {"train_samples": 40, "val_samples": 20, "k": 5, "batch_size": 16}
+    callback = MonitorCallback(0.25, keep_best=True, **options)
+    trainer = StubTrainer(dataset, tiny_encoder())
+    callback.on_fit_start(trainer)
+    assert callback.every_steps == 2 and isinstance(callback.monitor, OnlineMonitor)
+    for step in range(1, 9):
+        trainer.step = step
+        callback.on_step_end(trainer)
+    assert [r["epoch"] for r in trainer.logged] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert all(r["monitor"] is True and "collapse_reasons" not in r for r in trainer.logged)
+    knn = [r["knn_top1"] for r in trainer.logged]
+    assert callback.best_knn == max(knn)
+    assert trainer.best[0] == {"step": 0, "knn_top1": knn[0]}  # the first check always improves on -inf
+    assert [b["knn_top1"] for b in trainer.best] == sorted({b["knn_top1"] for b in trainer.best})
+
+
+def test_callback_warns_on_collapse(dataset, capsys):
+    callback = MonitorCallback(1.0, train_samples=40, val_samples=20, k=5)
+    trainer = StubTrainer(dataset, Constant())
+    trainer.step = 3  # a resumed run: no check at the start
+    callback.on_fit_start(trainer)
+    assert trainer.logged == []
+    callback.check(trainer)
+    assert "the features look collapsed at step 3 (" in capsys.readouterr().err
+    assert trainer.logged[0]["collapse"] is True
+    assert trainer.best == []  # keep_best is off

@@ -1,0 +1,196 @@
+"""Tests for openjepa.train.trainer: the step, gradient accumulation, stopping on a non-finite loss, the
+checks at construction, and the callback states of a checkpoint. Short runs of the tiny config; the long
+runs through the command line are in tests/e2e/test_pretrain.py."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from openjepa import cli
+from openjepa.config import ConfigError, load_config
+from openjepa.train.callbacks import Callback
+from openjepa.train.trainer import NonFiniteLossError, StepResult, Trainer
+from openjepa.utils.io import load_torch_file, save_torch_file
+from tests.helpers import TINY
+
+
+def tiny(tmp_path: Path, name: str, *extra: str) -> list[str]:
+    return [*TINY, f"run.out_dir={tmp_path / name}", *extra]
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def write_empty(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.yaml"
+    path.write_text("# all defaults\n")
+    return path
+
+
+def test_train_step_returns_loss_metrics_and_hyperparams(tmp_path):
+    trainer = Trainer(load_config(None, tiny(tmp_path, "s")))
+    images = next(iter(trainer.stream.iterate(0, 1)))[1]
+    result = trainer.train_step(0, images)
+    assert isinstance(result, StepResult)
+    assert result.loss.ndim == 0 and math.isfinite(result.loss.item())
+    assert set(result.metrics) == {"target_std"} and result.metrics["target_std"].item() > 0
+    assert set(result.hyperparams) == {"lr", "wd", "ema"}
+    assert result.hyperparams["lr"] == pytest.approx(trainer.schedules.at(0)["lr"])
+    assert result.hyperparams["ema"] == pytest.approx(0.996)
+    assert trainer.step == 0  # train_step does not advance the run; fit does
+
+
+def test_trainer_attributes(tmp_path):
+    trainer = Trainer(load_config(None, tiny(tmp_path, "a", "run.max_steps=5")))
+    assert trainer.device == trainer.runtime.device == torch.device("cpu")
+    assert not trainer.runtime.dist.enabled and trainer.runtime.dist.world_size == 1
+    assert trainer.stream.steps_per_epoch == 256  # 4096 synthetic images at batch 16
+    assert (trainer.total_steps, trainer.end_step) == (256, 5)
+    assert (trainer.step, trainer.epoch) == (0, 0.0)
+    assert trainer.method.name == "ijepa"
+    assert [type(cb).__name__ for cb in trainer.callbacks] == ["LoggerCallback"]  # run.progress=false
+
+
+def test_grad_accumulation_matches_one_big_batch(tmp_path):
+    one = Trainer(load_config(None, tiny(tmp_path, "one", "run.max_steps=3")))
+    one.fit()
+    acc = Trainer(load_config(None, tiny(tmp_path, "acc", "run.max_steps=3", "optim.grad_accum=4")))
+    acc.fit()
+    for a, b in zip(one.method.parameters(), acc.method.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_grad_accum_must_divide_the_batch(tmp_path):
+    with pytest.raises(ValueError, match=r"per-process batch 16 .* not divisible by optim.grad_accum=3"):
+        Trainer(load_config(None, tiny(tmp_path, "x", "optim.grad_accum=3")))
+
+
+def test_non_finite_loss_stops_with_step_and_last_checkpoint(tmp_path, monkeypatch, capsys):
+    import openjepa.methods.ijepa as ijepa
+
+    calls = {"n": 0}
+    real = ijepa.jepa_loss
+
+    def poisoned(pred, target, kind="smooth_l1"):
+        calls["n"] += 1
+        loss = real(pred, target, kind)
+        return loss * float("nan") if calls["n"] == 5 else loss  # the 5th training step
+
+    monkeypatch.setattr(ijepa, "jepa_loss", poisoned)
+    args = [
+        "pretrain",
+        str(write_empty(tmp_path)),
+        *tiny(tmp_path, "nan", "run.max_steps=10", "run.checkpoint_every=2"),
+    ]
+    assert cli.main(args) == 3
+    err = capsys.readouterr().err
+    assert "step 5" in err and "latest.pt" in err
+    ckpt = load_torch_file(tmp_path / "nan" / "checkpoints" / "latest.pt")
+    assert ckpt["step"] == 4 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    with pytest.raises(NonFiniteLossError):
+        calls["n"] = 0
+        Trainer(load_config(None, tiny(tmp_path, "nan2", "run.max_steps=10"))).fit()
+
+
+def test_keep_best_without_monitor_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="eval.monitor_every"):
+        Trainer(load_config(None, tiny(tmp_path, "x", "run.keep_best=true")))
+    # also for a config edited after loading: the trainer checks it again
+    cfg = load_config(None, tiny(tmp_path, "x"))
+    cfg.run.keep_best = True
+    with pytest.raises(ConfigError, match="eval.monitor_every"):
+        Trainer(cfg)
+
+
+def test_plain_trainer_refuses_monitor_every(tmp_path):
+    cfg = load_config(None, tiny(tmp_path, "m", "eval.monitor_every=0.5"))
+    with pytest.raises(ValueError, match=r"eval.monitor_every is set but no callback.*build_trainer"):
+        Trainer(cfg)
+
+
+# ---- checkpoints: callback states, resuming --------------------------------------------------------------
+
+
+class StepCounter(Callback):
+    """Counts the steps it saw; the count survives a restart under ``callbacks["counter"]``."""
+
+    state_key = "counter"
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.loaded: dict | None = None
+
+    def on_step_end(self, trainer):
+        self.steps += 1
+
+    def state_dict(self):
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.loaded = dict(state)
+        self.steps = state["steps"]
+
+
+def test_callback_states_survive_save_and_resume(tmp_path):
+    run = tmp_path / "cb"
+    latest = run / "checkpoints" / "latest.pt"
+    first = StepCounter()
+    Trainer(load_config(None, tiny(tmp_path, "cb", "run.max_steps=2")), callbacks=[first]).fit()
+    assert first.steps == 2 and first.loaded is None
+    assert load_torch_file(latest)["callbacks"] == {"counter": {"steps": 2}}
+
+    # resumed without the callback: its state is carried over into the new checkpoints untouched
+    resumed = Trainer(load_config(None, tiny(tmp_path, "cb", "run.max_steps=4")))
+    resumed.fit()
+    assert resumed.step == 4
+    state = load_torch_file(latest)
+    assert state["step"] == 4 and state["callbacks"] == {"counter": {"steps": 2}}
+    assert resumed.state_dict()["callbacks"] == {"counter": {"steps": 2}}
+
+    # resumed with it again: it gets its state back and goes on from there
+    again = StepCounter()
+    Trainer(load_config(None, tiny(tmp_path, "cb", "run.max_steps=6")), callbacks=[again]).fit()
+    assert again.loaded == {"steps": 2} and again.steps == 4
+    assert load_torch_file(latest)["callbacks"] == {"counter": {"steps": 4}}
+
+
+def test_checkpoint_holds_the_training_state(tmp_path):
+    trainer = Trainer(load_config(None, tiny(tmp_path, "c", "run.max_steps=2")))
+    trainer.fit()
+    state = load_torch_file(tmp_path / "c" / "checkpoints" / "latest.pt")
+    assert state["version"] == 2 and state["method"] == "ijepa" and state["step"] == 2
+    assert state["epoch"] == pytest.approx(2 / 256) and state["world_size"] == 1
+    assert set(state) == {
+        "version",
+        "method",
+        "step",
+        "epoch",
+        "model",
+        "optimizer",
+        "rng",
+        "config",
+        "world_size",
+        "callbacks",
+    }
+    assert state["config"]["method"]["name"] == "ijepa"
+    assert state["config"]["method"]["predictor"]["dim"] == 16
+
+
+def test_resume_refuses_another_method(tmp_path):
+    Trainer(load_config(None, tiny(tmp_path, "r", "run.max_steps=1"))).fit()
+    other = Trainer(load_config(None, tiny(tmp_path, "r", "run.max_steps=2", "method.name=cjepa")))
+    with pytest.raises(ValueError, match="was trained with method ijepa but the config asks for cjepa"):
+        other.fit()
+
+
+def test_resume_refuses_a_weights_only_checkpoint(tmp_path):
+    trainer = Trainer(load_config(None, tiny(tmp_path, "w", "run.max_steps=1")))
+    state = trainer.state_dict()
+    del state["optimizer"]
+    save_torch_file(state, tmp_path / "w" / "checkpoints" / "latest.pt")
+    with pytest.raises(ValueError, match="holds weights only"):
+        trainer.fit()
