@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from openjepa import config as config_module
 from openjepa.config import ConfigError, MethodConfig, load_config
+from openjepa.config import sections as config_module
 from openjepa.methods import (
     BUILTIN_METHODS,
     Method,

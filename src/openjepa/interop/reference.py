@@ -344,7 +344,7 @@ def convert_reference(
         num_heads: Attention heads (None: from the standard size of the width).
 
     Returns:
-        The state dict of an openjepa ``IJEPA`` model (keys ``encoder.``, ``predictor.``,
+        The state dict of the openjepa method ``REFERENCE_METHOD`` (keys ``encoder.``, ``predictor.``,
         ``target_encoder.``) and the architecture.
 
     Raises:

@@ -46,7 +46,7 @@ class CheckpointManager:
             ``step_{step:08d}.pt``. ``None`` keeps only ``latest.pt``.
 
     Example:
-        >>> manager = CheckpointManager("runs/ijepa-vit-s", keep_every_steps=10_000)
+        >>> manager = CheckpointManager("runs/vit-s", keep_every_steps=10_000)
         >>> manager.save({"model": model.state_dict(), "step": step}, step)
         >>> state = read_checkpoint(manager.latest_path())
     """

@@ -230,7 +230,7 @@ def _evaluated_role(config: dict[str, Any]) -> str:
 
 
 def _method_text(config: dict[str, Any]) -> str:
-    """The method as its class describes a config of it, e.g. ``cjepa (reading B, var/cov on, ...)``."""
+    """The method as its class describes a config of it (its name and the settings that matter)."""
     try:
         method = from_dict(config).method
     except (ConfigError, TypeError, ValueError):
