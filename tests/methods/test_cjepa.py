@@ -15,7 +15,6 @@ from openjepa.losses.vicreg import VICRegWeights, covariance_loss, invariance_lo
 from openjepa.masks.multiblock import MultiBlockMaskSampler
 from openjepa.methods import StepContext, build_method
 from openjepa.methods.cjepa import CJEPA, CJEPAConfig, build_projector, default_projector
-from openjepa.methods.jepa import MaskConfig
 from openjepa.models.predictor import Predictor
 from openjepa.models.vit import VisionTransformer
 from openjepa.rng import step_generator
@@ -26,7 +25,7 @@ def tiny_cjepa(reading="A", seed=0, **kwargs):
     torch.manual_seed(seed)
     enc = VisionTransformer(img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=2, num_heads=2)
     pred = Predictor(enc.grid_size, 32, predictor_dim=16, depth=1, num_heads=2)
-    return CJEPA(enc, pred, masks=MaskConfig(min_keep=2), reading=reading, **kwargs)
+    return CJEPA(enc, pred, MultiBlockMaskSampler(enc.grid_size, min_keep=2), reading=reading, **kwargs)
 
 
 def batch(n=8, seed=0):

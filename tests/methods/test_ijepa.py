@@ -11,7 +11,6 @@ from openjepa.config import OptimConfig, load_config
 from openjepa.masks.multiblock import MultiBlockMaskSampler
 from openjepa.methods import build_method
 from openjepa.methods.ijepa import IJEPA
-from openjepa.methods.jepa import MaskConfig
 from openjepa.models.predictor import Predictor
 from openjepa.models.vit import VisionTransformer
 from openjepa.rng import step_generator
@@ -24,7 +23,7 @@ def tiny_ijepa(seed=0, loss="smooth_l1", ema=(0.996, 1.0)):
     torch.manual_seed(seed)
     enc = VisionTransformer(img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=2, num_heads=2)
     pred = Predictor(enc.grid_size, 32, predictor_dim=16, depth=1, num_heads=2)
-    return IJEPA(enc, pred, masks=MaskConfig(min_keep=2), loss=loss, ema=ema)
+    return IJEPA(enc, pred, MultiBlockMaskSampler(enc.grid_size, min_keep=2), loss=loss, ema=ema)
 
 
 def mask_batch(images, seed=0):

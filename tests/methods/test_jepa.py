@@ -9,7 +9,7 @@ from openjepa.data.augment import PretrainAugment
 from openjepa.masks.multiblock import MultiBlockMaskSampler
 from openjepa.methods import StepContext, build_method
 from openjepa.methods.ijepa import IJEPA
-from openjepa.methods.jepa import JEPA, MaskConfig, build_networks
+from openjepa.methods.jepa import JEPA, build_networks
 from openjepa.models.predictor import Predictor
 from openjepa.models.vit import VisionTransformer
 from openjepa.rng import Stream, step_generator
@@ -22,7 +22,7 @@ def tiny_ijepa(seed=0):
     torch.manual_seed(seed)
     enc = VisionTransformer(img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=2, num_heads=2)
     pred = Predictor(enc.grid_size, 32, predictor_dim=16, depth=1, num_heads=2)
-    return IJEPA(enc, pred, masks=MaskConfig(min_keep=2))
+    return IJEPA(enc, pred, MultiBlockMaskSampler(enc.grid_size, min_keep=2))
 
 
 def context(step, rank=0, world=1, seed=0, augment=None):
@@ -174,7 +174,7 @@ def test_networks_and_settings_come_from_the_config():
     assert model.predictor.mode == "joint" and len(model.predictor.blocks) == 1
     assert model.predictor.blocks[0].attn.num_heads == 2  # predictor.heads null: the encoder's
     torch.manual_seed(0)
-    encoder, predictor = build_networks(cfg, in_chans=1)  # same seed, same order: same weights
+    encoder, predictor, _ = build_networks(cfg, in_chans=1)  # same seed, same order: same weights
     for a, b in zip(model.encoder.state_dict().values(), encoder.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     for a, b in zip(model.predictor.state_dict().values(), predictor.state_dict().values(), strict=True):

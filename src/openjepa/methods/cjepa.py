@@ -34,8 +34,9 @@ from openjepa.data.photometric import ViewPairAugment
 from openjepa.data.transforms import normalize
 from openjepa.losses.jepa import jepa_loss
 from openjepa.losses.vicreg import VICRegWeights, invariance_loss, vicreg_terms
+from openjepa.masks.multiblock import MultiBlockMaskSampler
 from openjepa.methods.base import StepContext, StepOutput
-from openjepa.methods.jepa import JEPA, JEPAConfig, MaskConfig, build_networks
+from openjepa.methods.jepa import JEPA, JEPAConfig, build_networks
 from openjepa.models.predictor import Predictor
 from openjepa.models.vit import VisionTransformer
 from openjepa.rng import Stream, step_generator
@@ -104,7 +105,7 @@ class CJEPA(JEPA):
     """The JEPA networks with the latent-regression loss plus VICReg terms on the tensors of one reading.
 
     Args:
-        encoder, predictor, masks, loss, ema: as :class:`openjepa.methods.jepa.JEPA`.
+        encoder, predictor, sampler, loss, ema: as :class:`openjepa.methods.jepa.JEPA`.
         reading: ``"A"``, ``"B"`` or ``"C"`` (module docstring).
         var_cov: use the variance and covariance terms.
         inv: use the invariance term (reading B: must be True, the JEPA loss is its invariance).
@@ -126,7 +127,7 @@ class CJEPA(JEPA):
         self,
         encoder: VisionTransformer,
         predictor: Predictor,
-        masks: MaskConfig | None = None,
+        sampler: MultiBlockMaskSampler | None = None,
         loss: str = "smooth_l1",
         ema: tuple[float, float] = (0.996, 1.0),
         reading: str = "C",
@@ -135,7 +136,7 @@ class CJEPA(JEPA):
         weights: VICRegWeights | None = None,
         projector: Sequence[int] | None = None,
     ):
-        super().__init__(encoder, predictor, masks, loss, ema)
+        super().__init__(encoder, predictor, sampler, loss, ema)
         if reading not in READINGS:
             raise ValueError(f"unknown C-JEPA reading {reading!r}; choose one of {READINGS}")
         if reading == "B" and not inv:
@@ -157,10 +158,10 @@ class CJEPA(JEPA):
     def from_config(cls, cfg: Config, in_chans: int) -> CJEPA:
         c = cfg.method
         assert isinstance(c, CJEPAConfig)
-        encoder, predictor = build_networks(cfg, in_chans)
+        encoder, predictor, sampler = build_networks(cfg, in_chans)
         weights = VICRegWeights(c.beta_vicreg, c.beta_sim, c.beta_std, c.beta_cov, c.gamma, c.eps)
         return cls(
-            encoder, predictor, c.masks, c.loss, c.ema, c.reading, c.var_cov, c.inv, weights, c.projector
+            encoder, predictor, sampler, c.loss, c.ema, c.reading, c.var_cov, c.inv, weights, c.projector
         )
 
     @classmethod

@@ -98,7 +98,7 @@ class JEPA(Method):
     Args:
         encoder: the context encoder; the target encoder starts as a deep copy of it.
         predictor: the predictor.
-        masks: mask sampler settings.
+        sampler: the multi-block mask sampler (None: the published defaults on the encoder's grid).
         loss: ``"smooth_l1"`` or ``"l2"``.
         ema: EMA momentum at the start and at the end of the schedule.
     """
@@ -113,7 +113,7 @@ class JEPA(Method):
         self,
         encoder: VisionTransformer,
         predictor: Predictor,
-        masks: MaskConfig | None = None,
+        sampler: MultiBlockMaskSampler | None = None,
         loss: str = "smooth_l1",
         ema: tuple[float, float] = (0.996, 1.0),
     ):
@@ -123,17 +123,7 @@ class JEPA(Method):
         self.encoder = encoder
         self.predictor = predictor
         self.target_encoder = make_teacher(encoder)
-        m = masks or MaskConfig()
-        self.sampler = MultiBlockMaskSampler(
-            encoder.grid_size,
-            num_targets=m.num_targets,
-            target_scale=m.target_scale,
-            target_aspect=m.target_aspect,
-            context_scale=m.context_scale,
-            context_aspect=m.context_aspect,
-            min_keep=m.min_keep,
-            allow_overlap=m.allow_overlap,
-        )
+        self.sampler = sampler or MultiBlockMaskSampler(encoder.grid_size)
         self.loss_kind = loss
         self.ema = ema
 
@@ -141,8 +131,8 @@ class JEPA(Method):
     def from_config(cls, cfg: Config, in_chans: int) -> JEPA:
         method = cfg.method
         assert isinstance(method, JEPAConfig)
-        encoder, predictor = build_networks(cfg, in_chans)
-        return cls(encoder, predictor, method.masks, method.loss, method.ema)
+        encoder, predictor, sampler = build_networks(cfg, in_chans)
+        return cls(encoder, predictor, sampler, method.loss, method.ema)
 
     # ---- the step --------------------------------------------------------------------------------------
 
@@ -192,9 +182,9 @@ class JEPA(Method):
         return {"ema": momentum}
 
 
-def build_networks(cfg: Config, in_chans: int) -> tuple[VisionTransformer, Predictor]:
-    """The encoder of ``cfg.model`` and the predictor of ``cfg.method.predictor``, built in that order (the
-    order fixes which random numbers initialise which weights)."""
+def build_networks(cfg: Config, in_chans: int) -> tuple[VisionTransformer, Predictor, MultiBlockMaskSampler]:
+    """The encoder of ``cfg.model``, the predictor of ``cfg.method.predictor`` (built in that order: the order
+    fixes which random numbers initialise which weights) and the mask sampler of ``cfg.method.masks``."""
     assert isinstance(cfg.method, JEPAConfig)
     encoder = build_encoder(cfg.model, cfg.data.image_size, in_chans)
     p = cfg.method.predictor
@@ -206,4 +196,15 @@ def build_networks(cfg: Config, in_chans: int) -> tuple[VisionTransformer, Predi
         num_heads=p.heads or encoder.num_heads,
         mode=p.mode,
     )
-    return encoder, predictor
+    m = cfg.method.masks
+    sampler = MultiBlockMaskSampler(
+        encoder.grid_size,
+        num_targets=m.num_targets,
+        target_scale=m.target_scale,
+        target_aspect=m.target_aspect,
+        context_scale=m.context_scale,
+        context_aspect=m.context_aspect,
+        min_keep=m.min_keep,
+        allow_overlap=m.allow_overlap,
+    )
+    return encoder, predictor, sampler
