@@ -4,6 +4,7 @@ pickle canary.
 The tiny run: synthetic 16 px images, a 2-block ViT of width 32, a 4x4 patch grid, batch 16, CPU and fp32.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -30,6 +31,23 @@ TINY = [
     "run.progress=false",
     "run.log_every=1",
 ]
+
+
+def tiny(tmp_path: Path, name: str, *extra: str) -> list[str]:
+    """The tiny run's overrides writing into ``tmp_path / name``, then ``extra``."""
+    return [*TINY, f"run.out_dir={tmp_path / name}", *extra]
+
+
+def metrics(run: Path) -> list[dict]:
+    """The lines of a run folder's ``metrics.jsonl``."""
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def write_empty(tmp_path: Path) -> Path:
+    """A YAML config file that sets nothing (every key at its default)."""
+    path = tmp_path / "empty.yaml"
+    path.write_text("# all defaults\n")
+    return path
 
 
 def torchrun2(worker: str, *args: str, timeout: int = 300) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from openjepa import cli
 from openjepa.config import describe, method_names, reference_markdown
-from tests.helpers import REPO
+from tests.helpers import REPO, write_empty
 
 PLUGIN = '''
 from dataclasses import dataclass
@@ -104,12 +104,6 @@ def test_import_registers_a_method_of_ones_own(tmp_path):
     result = run_cli("pretrain", str(write_empty(tmp_path)), "method=probe")
     assert result.returncode == 2
     assert "unknown method 'probe'" in result.stderr and "--import" in result.stderr
-
-
-def write_empty(tmp_path: Path) -> Path:
-    path = tmp_path / "empty.yaml"
-    path.write_text("# all defaults\n")
-    return path
 
 
 def test_config_errors_through_cli(tmp_path, capsys):

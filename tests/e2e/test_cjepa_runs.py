@@ -1,26 +1,18 @@
 """C-JEPA training runs through the trainer: each reading trains and logs its terms, the no-EMA target,
 resume equality per reading, two torchrun processes against one, and refusing another method's run."""
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
 from openjepa.config import load_config
 from openjepa.train.trainer import Trainer
-from openjepa.utils.run_folder import METRICS_NAME
-from tests.helpers import TINY, torchrun2
+from tests.helpers import TINY, metrics, torchrun2
 
 pytestmark = pytest.mark.slow
 
 
 def run_dir(tmp_path, name, *extra):
     return [*TINY, f"run.out_dir={tmp_path / name}", "method=cjepa", *extra]
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / METRICS_NAME).read_text().splitlines()]
 
 
 @pytest.mark.parametrize("reading", ["A", "B", "C"])

@@ -3,7 +3,6 @@ under torchrun, the online monitor and best.pt, the collapse warning, TensorBoar
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,23 +13,9 @@ from openjepa.api import build_trainer
 from openjepa.config import load_config
 from openjepa.train.trainer import Trainer
 from openjepa.utils.io import load_torch_file
-from tests.helpers import TINY, torchrun2
+from tests.helpers import metrics, tiny, torchrun2, write_empty
 
 pytestmark = pytest.mark.slow
-
-
-def tiny(tmp_path: Path, name: str, *extra: str) -> list[str]:
-    return [*TINY, f"run.out_dir={tmp_path / name}", *extra]
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def write_empty(tmp_path: Path) -> Path:
-    path = tmp_path / "empty.yaml"
-    path.write_text("# all defaults\n")
-    return path
 
 
 def test_20_step_cli_run_end_to_end(tmp_path, capsys):

@@ -3,7 +3,6 @@ import-hf commands."""
 
 import argparse
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,18 +18,7 @@ from openjepa.interop.safetensors import load_safetensors_encoder  # noqa: E402
 from openjepa.utils.io import load_torch_file  # noqa: E402
 from openjepa.utils.run_folder import CHECKPOINT_VERSION  # noqa: E402
 from openjepa.utils.state_dict import CheckpointMismatchError  # noqa: E402
-from tests.interop.helpers import DEPTH, HEADS, IMAGE, PATCH, WIDTH, write_tiny_run  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """An openjepa run folder of a tiny model whose weights are all moved away from their initial values."""
-    return write_tiny_run(tmp_path_factory.mktemp("run"))
-
-
-@pytest.fixture
-def images():
-    return torch.randn(2, 3, IMAGE, IMAGE, generator=torch.Generator().manual_seed(1))
+from tests.interop.helpers import DEPTH, HEADS, IMAGE, PATCH, WIDTH  # noqa: E402
 
 
 def close(a, b):

@@ -1,7 +1,6 @@
 """Bare safetensors export of openjepa encoders and its loader (openjepa.interop.safetensors)."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,18 +10,7 @@ pytest.importorskip("safetensors")
 import openjepa  # noqa: E402
 from openjepa.interop.safetensors import export_safetensors, load_safetensors_encoder  # noqa: E402
 from openjepa.utils.state_dict import CheckpointMismatchError  # noqa: E402
-from tests.interop.helpers import DEPTH, HEADS, IMAGE, PATCH, WIDTH, write_tiny_run  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """An openjepa run folder of a tiny model whose weights are all moved away from their initial values."""
-    return write_tiny_run(tmp_path_factory.mktemp("run"))
-
-
-@pytest.fixture
-def images():
-    return torch.randn(2, 3, IMAGE, IMAGE, generator=torch.Generator().manual_seed(1))
+from tests.interop.helpers import DEPTH, HEADS, IMAGE, PATCH, WIDTH  # noqa: E402
 
 
 def test_safetensors_export_round_trips(run, tmp_path, images):

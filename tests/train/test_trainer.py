@@ -2,9 +2,7 @@
 checks at construction, and the callback states of a checkpoint. Short runs of the tiny config; the long
 runs through the command line are in tests/e2e/test_pretrain.py."""
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,21 +12,7 @@ from openjepa.config import ConfigError, load_config
 from openjepa.train.callbacks import Callback
 from openjepa.train.trainer import NonFiniteLossError, StepResult, Trainer
 from openjepa.utils.io import load_torch_file, save_torch_file
-from tests.helpers import TINY
-
-
-def tiny(tmp_path: Path, name: str, *extra: str) -> list[str]:
-    return [*TINY, f"run.out_dir={tmp_path / name}", *extra]
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def write_empty(tmp_path: Path) -> Path:
-    path = tmp_path / "empty.yaml"
-    path.write_text("# all defaults\n")
-    return path
+from tests.helpers import tiny, write_empty
 
 
 def test_train_step_returns_loss_metrics_and_hyperparams(tmp_path):
