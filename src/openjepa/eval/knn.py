@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from openjepa.eval.data import EvalData, eval_preprocess
-from openjepa.eval.features import extract_features
-from openjepa.runtime.device import autocast
+from openjepa.eval.features import encoder_features
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -288,20 +287,11 @@ def knn_of_encoder(
     amp_dtype: torch.dtype | None = None,
     progress: bool = True,
 ) -> dict[int, float]:
-    """kNN accuracy (percent per k) of mean-pooled encoder features."""
-    device = torch.device(device)
-    with autocast(device, amp_dtype):
-        train, test = (
-            extract_features(
-                encoder,
-                images,
-                batch_size=batch_size,
-                device=device,
-                preprocess=eval_preprocess(data),
-                progress=progress,
-            )[0]
-            for images in (data.train_images, data.test_images)
-        )
+    """kNN accuracy (percent per k) of mean-pooled encoder features (the last block's)."""
+    train, test = (
+        encoder_features(encoder, images, data, 1, batch_size, device, amp_dtype, progress)["last1"]
+        for images in (data.train_images, data.test_images)
+    )
     return knn_classify(train, data.train_labels, test, data.test_labels, k=k, temperature=temperature)
 
 

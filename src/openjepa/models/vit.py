@@ -7,7 +7,7 @@ and only those K tokens are embedded and processed.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -265,7 +265,7 @@ class VisionTransformer(nn.Module):
         return tokens + self.pos_embed[0][indices]  # (B, K, D) + (B, K, D)
 
     def block_list(self) -> list[Block]:
-        """The blocks, typed."""
+        """The blocks as a typed list (for indexing; the forward passes iterate ``blocks`` directly)."""
         return cast(list[Block], list(self.blocks))
 
     def _run_block(self, blk: Block, x: torch.Tensor) -> torch.Tensor:
@@ -279,7 +279,7 @@ class VisionTransformer(nn.Module):
         Returns normalised tokens (B, N, D), or (B, K, D) when ``indices`` is given.
         """
         x = self.embed(x, indices)
-        for blk in self.block_list():
+        for blk in cast(Iterable[Block], self.blocks):
             x = self._run_block(blk, x)
         return self.norm(x)
 
@@ -293,7 +293,7 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"n must be in [1, {self.depth}], got {n}")
         x = self.embed(x)
         outputs = []
-        for i, blk in enumerate(self.block_list()):
+        for i, blk in enumerate(cast(Iterable[Block], self.blocks)):
             x = self._run_block(blk, x)
             if i >= self.depth - n:
                 outputs.append(self.norm(x) if norm else x)
@@ -307,7 +307,7 @@ class VisionTransformer(nn.Module):
         """
         x = self.embed(x)
         maps = []
-        for blk in self.block_list():
+        for blk in cast(Iterable[Block], self.blocks):
             x, attn = blk.forward_with_attention(x)
             maps.append(attn)
         return self.norm(x), maps
