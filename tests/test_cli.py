@@ -54,7 +54,8 @@ def test_config_lists_every_key_by_section(capsys):
     for section in ("model", "data", "optim", "run", "eval"):
         assert f"{section}:" in lines
     assert "  method.reading: 'A' | 'B' | 'C' = \"C\"" in lines
-    assert "  method.predictor.depth: int = 6" in lines
+    assert "  method.predictor.depth: int ≥ 1 = 6" in lines
+    assert "  data.crop_scale: list of 2 × float, each in (0, 1], ascending = [0.3, 1.0]" in lines
 
 
 def test_config_markdown(capsys):
@@ -72,7 +73,8 @@ def test_config_markdown(capsys):
         "## eval",
     ):
         assert f"\n{title}\n" in out
-    assert "| `method.predictor.dim` | int | `96` |" in out
+    assert "| `method.predictor.dim` | int ≥ 1 | `96` |" in out
+    assert "| `optim.clip_grad` | float > 0 \\| null | `null` |" in out
     assert "| `run.precision` | 'auto' \\| 'fp32' \\| 'bf16' | `\"auto\"` |" in out  # pipes escaped in cells
 
 

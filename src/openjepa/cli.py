@@ -22,13 +22,23 @@ import argparse
 import importlib
 import importlib.util
 import json
+import math
 import sys
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from openjepa.config import ConfigError, ConfigLayoutWarning, describe, reference_markdown
+from openjepa.config import (
+    DEVICE_NAMES,
+    MAX_SEED,
+    ConfigError,
+    ConfigLayoutWarning,
+    describe,
+    is_device_name,
+    reference_markdown,
+)
 from openjepa.eval.linear import DEFAULT_LRS
 from openjepa.eval.lowshot import LOWSHOT_FRACTIONS
 
@@ -43,6 +53,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from openjepa.methods import get_method, load_checkpoint_config
+    from openjepa.utils.metrics_file import read_metrics
     from openjepa.utils.run_folder import METRICS_NAME, find_checkpoint, run_dir_of
 
     path = find_checkpoint(args.path)
@@ -64,11 +75,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "epochs": cfg.optim.epochs,
         "keys": sorted(k for k in ckpt if k not in ("model", "optimizer", "rng")),
     }
-    metrics = run_dir_of(path) / METRICS_NAME
-    if metrics.is_file():
-        lines = metrics.read_text().strip().splitlines()
-        if lines:
-            info["last_metrics"] = json.loads(lines[-1])
+    rows = read_metrics(run_dir_of(path) / METRICS_NAME)  # skips a torn or damaged line
+    if rows:
+        info["last_metrics"] = rows[-1]
     if args.json:
         print(json.dumps(info))
     else:
@@ -148,8 +157,63 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- argument types: a bad number or name is a one-line usage error that names the option ----------------
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number in ``[low, high]``."""
+    what = f"a whole number of at least {low}" if high is None else f"a whole number in [{low}, {high}]"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _real(low: float, high: float | None = None) -> Callable[[str], float]:
+    """An argparse type: a finite number greater than ``low`` and at most ``high``."""
+    what = f"a finite number greater than {low:g}" if high is None else f"a number in ({low:g}, {high:g}]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not (math.isfinite(value) and value > low and (high is None or value <= high)):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = _integer(1)
+seed_int = _integer(0, MAX_SEED)
+positive_float = _real(0.0)
+fraction = _real(0.0, 1.0)
+
+
+def device_name(text: str) -> str:
+    """An argparse type: a device name (whether this machine has it is checked when it is used)."""
+    if not is_device_name(text):
+        raise argparse.ArgumentTypeError(f"must be {DEVICE_NAMES}, got {text!r}")
+    return text
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line that says where the help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="openjepa",
         description="Self-supervised pretraining of Vision Transformers with I-JEPA and C-JEPA, and tools "
         "around it.",
@@ -229,34 +293,34 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument(
             "--baselines", action="store_true", help="also evaluate raw pixels and a random-init ViT"
         )
-        e.add_argument("--train-samples", type=int, help="use the first N training images")
-        e.add_argument("--test-samples", type=int, help="use the first N test images")
-        e.add_argument("--device", default="auto", help="auto, cpu or cuda")
+        e.add_argument("--train-samples", type=positive_int, help="use the first N training images")
+        e.add_argument("--test-samples", type=positive_int, help="use the first N test images")
+        e.add_argument("--device", type=device_name, default="auto", help=DEVICE_NAMES)
         e.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="precision")
         e.add_argument("--out", help="the JSON file to update (default: RUN/eval.json)")
         e.add_argument("--no-progress", action="store_true", help="hide progress bars")
         if proto == "knn":
-            e.add_argument("--k", type=int, nargs="+", help="neighbour counts (default: eval.knn_k)")
+            e.add_argument("--k", type=positive_int, nargs="+", help="neighbour counts (default: eval.knn_k)")
         else:
-            e.add_argument("--seed", type=int, default=0, help="seeds splits, subsets and training (0)")
+            e.add_argument("--seed", type=seed_int, default=0, help="seeds splits, subsets and training (0)")
         if proto in ("linear", "lowshot"):
-            e.add_argument("--epochs", type=int, default=50, help="linear-probe epochs (50)")
+            e.add_argument("--epochs", type=positive_int, default=50, help="linear-probe epochs (50)")
             e.add_argument(
                 "--lrs",
-                type=float,
+                type=positive_float,
                 nargs="+",
                 default=list(DEFAULT_LRS),
                 help=f"linear-probe AdamW learning rates ({' '.join(f'{lr:g}' for lr in DEFAULT_LRS)})",
             )
         if proto in ("finetune", "lowshot"):
-            e.add_argument("--ft-epochs", type=int, help="fine-tuning epochs (10)")
-            e.add_argument("--ft-lr", type=float, help="fine-tuning LR per 256 images (1e-3)")
-            e.add_argument("--ft-layer-decay", type=float, help="layer-wise LR decay (0.75)")
-            e.add_argument("--ft-batch-size", type=int, help="fine-tuning batch size (256)")
+            e.add_argument("--ft-epochs", type=positive_int, help="fine-tuning epochs (10)")
+            e.add_argument("--ft-lr", type=positive_float, help="fine-tuning LR per 256 images (1e-3)")
+            e.add_argument("--ft-layer-decay", type=fraction, help="layer-wise LR decay, in (0, 1] (0.75)")
+            e.add_argument("--ft-batch-size", type=positive_int, help="fine-tuning batch size (256)")
         if proto == "lowshot":
             e.add_argument(
                 "--fractions",
-                type=float,
+                type=fraction,
                 nargs="+",
                 default=list(LOWSHOT_FRACTIONS),
                 help=f"label fractions ({' '.join(f'{f:g}' for f in LOWSHOT_FRACTIONS)})",
@@ -277,10 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="dataset folder")
     p.add_argument("--split", default="test", choices=["train", "test"], help="split (test)")
     p.add_argument("--encoder", help="which of the method's encoders (default: the one it evaluates)")
-    p.add_argument("--last-k", type=int, default=1, help="concatenate the last K blocks (1)")
-    p.add_argument("--samples", type=int, help="only the first N images")
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (256)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--last-k", type=positive_int, default=1, help="concatenate the last K blocks (1)")
+    p.add_argument("--samples", type=positive_int, help="only the first N images")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass (256)")
+    p.add_argument("--device", type=device_name, default="auto", help=DEVICE_NAMES)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="precision")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_cmd_embed)
@@ -336,13 +400,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from openjepa.runtime.distributed import ProcessGroupError
+    from openjepa.train.signals import TrainingInterrupted
     from openjepa.train.trainer import NonFiniteLossError
+    from openjepa.utils.run_folder import CheckpointWriteError
 
     try:
         for spec in args.imports:
             import_plugin(spec)
         return int(args.func(args))
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except TrainingInterrupted as err:  # SIGTERM / Ctrl-C during training: saved, resumable
+        print(f"openjepa: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (or a second one)
+        print("openjepa: interrupted", file=sys.stderr)
+        return 130
+    except CheckpointWriteError as err:  # disk full: the previous checkpoint is intact
+        print(f"openjepa: error: {err}", file=sys.stderr)
+        return 4
+    except ProcessGroupError as err:  # under torchrun: a stopped, hung or dead process
+        print(f"openjepa: error: {err}", file=sys.stderr)
+        return 5
+    except (ConfigError, OSError, ValueError) as err:  # bad input: one line, no traceback
         print(f"openjepa: error: {err}", file=sys.stderr)
         return 2
     except NonFiniteLossError as err:

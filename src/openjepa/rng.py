@@ -27,6 +27,7 @@ class Stream(IntEnum):
     DATA_ORDER = 0x5EED_0001
     CROPS = 0x5EED_0002
     VIEWS = 0x5EED_0003
+    ITEM_CROPS = 0x5EED_0004  # crops drawn per image in the loader (image folders), keyed by global row
 
 
 def _mix64(x: int) -> int:

@@ -7,6 +7,7 @@ import torch
 
 from openjepa.data.augment import PretrainAugment
 from openjepa.data.transforms import normalization_stats, normalize, resize, to_float
+from openjepa.rng import Stream, step_generator
 
 GLOBAL = 8
 
@@ -70,3 +71,18 @@ def test_flips_are_per_image_and_off_by_default() -> None:
     assert 16 < int(is_flipped.sum()) < 48
     plain = PretrainAugment(24, (0.5,), (0.5,), crop_scale=(1.0, 1.0))
     assert torch.equal(plain.crops(x, 0, rows, 64), x)
+
+
+def test_crop_on_load_only_flips_per_global_batch_and_normalises() -> None:
+    x = images(size=24)
+    t = augment(crop_on_load=True, seed=4)
+    single = t.crops(x, 2, slice(0, GLOBAL, 1), GLOBAL)
+    flips = torch.rand(GLOBAL, generator=step_generator(4 ^ Stream.CROPS, 2)) < 0.5
+    assert 0 < int(flips.sum()) < GLOBAL
+    expected = torch.where(flips[:, None, None, None], to_float(x).flip(-1), to_float(x))
+    torch.testing.assert_close(single, expected)
+    for rank in range(2):
+        rows = slice(rank, GLOBAL, 2)
+        assert torch.equal(t.crops(x[rows], 2, rows, GLOBAL), single[rows])
+    with pytest.raises(ValueError, match=r"cropped to 24×24 by the loader .*got 28×28"):
+        t(images(size=28), 0, slice(0, GLOBAL, 1), GLOBAL)

@@ -80,3 +80,39 @@ def test_subset_and_size_errors() -> None:
         StepBatches(dataset(), global_batch=8, seed=0, world_size=3)
     with pytest.raises(ValueError, match=r"optim.batch_size=64 is larger than the dataset \(50 images\)"):
         StepBatches(dataset(50), global_batch=64, seed=0)
+
+
+class _Keyed(torch.utils.data.Dataset):
+    """Reads by step key: each item shows its key, and every third global row counts as replaced."""
+
+    takes_step_keys = True
+
+    def __len__(self) -> int:
+        return 50
+
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, int, bool]:
+        index, step, row = key
+        return torch.tensor([index, step, row]), -1, row % 3 == 0
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_datasets_taking_step_keys_get_the_step_and_the_global_row(workers: int) -> None:
+    stream = StepBatches(_Keyed(), global_batch=8, seed=0, rank=1, world_size=2, num_workers=workers)
+    for step, keys in stream.iterate(3, 6):
+        assert keys[:, 0].tolist() == stream.local_indices(step).tolist()
+        assert keys[:, 1].tolist() == [step] * 4 and keys[:, 2].tolist() == [1, 3, 5, 7]
+    assert stream.skipped_images == 3  # of this rank's rows 1, 3, 5, 7 only row 3, at each of 3 steps
+    plain = StepBatches(_ItemsOnly(dataset()), global_batch=8, seed=0, num_workers=workers)
+    assert len(list(plain.iterate(0, 2))) == 2 and plain.skipped_images == 0
+
+
+class _Unreadable(_ItemsOnly):
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        raise ValueError("no readable image in /data/x: all 50 files failed to decode")
+
+
+def test_a_workers_value_error_arrives_as_its_own_one_line_message() -> None:
+    stream = StepBatches(_Unreadable(dataset()), global_batch=8, seed=0, num_workers=2)
+    with pytest.raises(ValueError) as info:
+        list(stream.iterate(0, 2))
+    assert str(info.value) == "no readable image in /data/x: all 50 files failed to decode"

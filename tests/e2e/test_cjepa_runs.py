@@ -68,10 +68,12 @@ def test_resume_of_a_cjepa_run_matches_an_uninterrupted_one(tmp_path, reading):
 def test_torchrun_cjepa_matches_one_process(tmp_path):
     """Reading A gathers the pooled predictions of both processes for variance and covariance; two
     processes must follow the single-process run on the same global batch."""
-    overrides = run_dir(tmp_path, "ddp", "method.reading=A", "run.max_steps=3")
+    # masks cut over the whole batch: reading A's statistics span processes, not micro-batches
+    overrides = run_dir(tmp_path, "ddp", "method.reading=A", "run.max_steps=3", "method.masks.trim=batch")
     torchrun2("dist_worker.py", str(tmp_path), *overrides)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    single = Trainer(load_config(None, run_dir(tmp_path, "single", "method.reading=A", "run.max_steps=3")))
+    one_args = ("method.reading=A", "run.max_steps=3", "method.masks.trim=batch")
+    single = Trainer(load_config(None, run_dir(tmp_path, "single", *one_args)))
     single.fit()
     for key, value in single.method.state_dict().items():
         torch.testing.assert_close(r0[key], value, rtol=1e-4, atol=1e-5, msg=key)

@@ -78,7 +78,8 @@ def test_torchrun_two_processes_stay_in_sync_and_match_one_process(tmp_path):
     for key in r0:
         assert torch.equal(r0[key], r1[key]), key  # ranks identical after the steps
 
-    single = Trainer(load_config(None, tiny(tmp_path, "single", "run.max_steps=4")))
+    # the same groups of 8 rows (2 processes x 1 = 1 process x 2 micro-batches): the same masks
+    single = Trainer(load_config(None, tiny(tmp_path, "single", "run.max_steps=4", "optim.grad_accum=2")))
     single.fit()
     for key, value in single.method.state_dict().items():
         torch.testing.assert_close(r0[key], value, rtol=1e-4, atol=1e-5)

@@ -18,7 +18,11 @@ def write_tiny_run(run_dir: Path) -> Path:
     ``run_dir``."""
     cfg = from_dict(
         {
-            "method": {"name": "ijepa", "predictor": {"dim": 32, "depth": 1}},
+            "method": {
+                "name": "ijepa",
+                "predictor": {"dim": 32, "depth": 1},
+                "masks": {"allow_overlap": True},  # a 4x4 patch grid fits the default recipe only so
+            },
             "model": {
                 "name": "vit_tiny",
                 "patch_size": PATCH,

@@ -160,8 +160,9 @@ def test_small_grid_default_recipe_does_not_hang(monkeypatch):
 
 def test_impossible_recipe_raises_clear_error_quickly(monkeypatch):
     """ "Quickly" as work, not time: the error comes after max_tries batched rounds, not a per-image search
-    (its time: ``benchmarks/masks.py``, ``impossible_recipe_s``)."""
-    sampler = MultiBlockMaskSampler(7, num_targets=4, target_scale=(0.95, 1.0), min_keep=10)
+    (its time: ``benchmarks/masks.py``, ``impossible_recipe_s``). Such a recipe is rejected when the sampler
+    is built (tests/masks/test_fit.py); ``check=False`` reaches the error of sampling itself."""
+    sampler = MultiBlockMaskSampler(7, num_targets=4, target_scale=(0.95, 1.0), min_keep=10, check=False)
     calls = count_placements(sampler, monkeypatch)
     with pytest.raises(ValueError, match="method.masks.num_targets"):
         sampler(64, torch.Generator().manual_seed(0))

@@ -107,7 +107,7 @@ def test_build_method_dispatches_on_method_name(registry):
     method = build_method(cfg, in_chans=2)
     assert type(method) is Toy and method.net.out_features == 5 and method.net.in_features == 2
     tiny = ["data.image_size=16", "model.depth=1", "model.embed_dim=32", "model.num_heads=2"]
-    tiny += ["method.predictor.depth=1", "method.predictor.dim=16"]
+    tiny += ["method.predictor.depth=1", "method.predictor.dim=16", "method.masks.min_keep=2"]
     assert type(build_method(load_config(None, tiny), 1)) is IJEPA
     assert type(build_method(load_config(None, [*tiny, "method=cjepa"]), 1)) is CJEPA
 

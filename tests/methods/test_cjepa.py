@@ -218,15 +218,18 @@ def test_reading_c_batch_adds_views_of_the_crops():
         0, 256, (8, 1, 20, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
     )
     single = model.prepare_batch(images, _context(4, 0, 1))
-    assert set(single) == {"images", "context", "targets", "view1", "view2"}
+    assert set(single) == {"images", "context", "targets", "context_len", "view1", "view2"}
     assert single["view1"].shape == single["images"].shape == (8, 1, 16, 16)
     assert not torch.equal(single["view1"], single["view2"])
     assert torch.isfinite(model(single).loss)
     for rank in (0, 1):
         rows = slice(rank, 8, 2)
         part = model.prepare_batch(images[rows], _context(4, rank, 2))
-        for key in ("images", "context", "targets"):
+        for key in ("images", "targets"):
             assert torch.equal(part[key], single[key][rows]), key
+        # each process's contexts are cut to its own shortest (tests/methods/test_mask_groups.py)
+        assert part["context"].shape[1] >= single["context"].shape[1]
     again = model.prepare_batch(images, _context(4, 0, 1))
     assert all(torch.equal(again[k], single[k]) for k in single)
-    assert set(tiny_cjepa("A").prepare_batch(images, _context(4, 0, 1))) == {"images", "context", "targets"}
+    keys = {"images", "context", "targets", "context_len"}
+    assert set(tiny_cjepa("A").prepare_batch(images, _context(4, 0, 1))) == keys

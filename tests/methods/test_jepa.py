@@ -49,7 +49,8 @@ def global_images(seed=0):
 def test_batch_has_the_shapes_the_forward_needs():
     model = tiny_ijepa()
     batch = model.prepare_batch(global_images(), context(3))
-    assert set(batch) == {"images", "context", "targets"}
+    assert set(batch) == {"images", "context", "targets", "context_len"}
+    assert torch.equal(batch["context_len"], torch.full((GLOBAL_BATCH,), batch["context"].shape[1]))
     assert batch["images"].shape == (GLOBAL_BATCH, 1, 16, 16) and batch["images"].dtype == torch.float32
     assert batch["context"].shape[0] == GLOBAL_BATCH and batch["context"].dtype == torch.long
     assert batch["targets"].shape[:2] == (GLOBAL_BATCH, 4)
@@ -67,8 +68,9 @@ def test_masks_are_the_step_draw_of_the_masks_stream():
 @pytest.mark.parametrize("world", [2, 4])
 def test_rows_of_each_process_equal_a_single_process_draw(world):
     """Masks and crops are drawn per global batch and sliced by rows: W processes together see exactly
-    the batch one process sees."""
+    the batch one process sees, when contexts are cut over the whole batch (``trim="batch"``)."""
     model = tiny_ijepa()
+    model.sampler.trim = "batch"
     images = global_images()
     single = model.prepare_batch(images, context(11))
     for rank in range(world):

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -93,3 +95,15 @@ def test_mask_token_and_positions_drive_queries():
 def test_unknown_mode():
     with pytest.raises(ValueError, match="unknown predictor mode"):
         Predictor((7, 7), 32, mode="parallel")
+
+
+def test_predictor_init_schemes():
+    torch.manual_seed(0)
+    ref = Predictor((8, 8), 96, predictor_dim=192, depth=6, num_heads=4)
+    last = ref.blocks[5].mlp.fc2.weight.std().item()
+    assert last == pytest.approx(0.02, rel=0.03)  # no depth rescale (the published runs)
+    assert ref.mask_token.std().item() == pytest.approx(0.02, rel=0.25)  # 192 draws
+    torch.manual_seed(0)
+    rescaled = Predictor((8, 8), 96, predictor_dim=192, depth=6, num_heads=4, init="rescaled")
+    ratio = rescaled.blocks[0].mlp.fc2.weight.std() / rescaled.blocks[5].mlp.fc2.weight.std()
+    assert ratio.item() == pytest.approx(math.sqrt(6), rel=0.05)

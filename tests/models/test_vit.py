@@ -139,17 +139,34 @@ def test_intermediate_layers():
         enc.get_intermediate_layers(x, n=13)
 
 
-def test_init_statistics():
+def test_reference_init_is_what_the_published_runs_trained_from():
+    # every Linear weight N(0, 0.02) (bounds ±2 absolute: untruncated), zero biases, no depth rescale
     torch.manual_seed(0)
-    enc = build_vit("vit_small", img_size=32, patch_size=4, in_chans=3)
+    enc = build_vit("vit_small", img_size=32, patch_size=4, in_chans=3, depth=8)
+    w = enc.blocks[0].mlp.fc1.weight  # 589,824 draws
+    assert w.std().item() == pytest.approx(0.02, rel=0.01)
+    assert w.abs().max().item() > 0.08  # 4σ values exist: not truncated at ±2σ = 0.04
+    kurtosis = (w.double() / w.double().std()).pow(4).mean().item()
+    assert kurtosis == pytest.approx(3.0, abs=0.05)  # a normal; a ±2σ-truncated one has 2.36
+    assert (enc.blocks[0].attn.qkv.bias == 0).all()
+    assert (enc.norm.weight == 1).all() and (enc.norm.bias == 0).all()
+    for proj in ("attn.proj.weight", "mlp.fc2.weight"):
+        last = enc.blocks[7].get_parameter(proj).std().item()
+        assert last == pytest.approx(0.02, rel=0.02)  # block 8 is not divided by sqrt(16)
+    assert enc.patch_embed.proj.weight.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+def test_rescaled_init_truncates_and_divides_by_depth():
+    torch.manual_seed(0)
+    enc = build_vit("vit_small", img_size=32, patch_size=4, in_chans=3, init="rescaled")
     w = enc.blocks[0].mlp.fc1.weight
     assert w.std().item() == pytest.approx(0.02 * 0.88, rel=0.05)  # ±2σ truncation shrinks std to 0.88σ
     assert w.abs().max().item() <= 0.04 + 1e-6
-    assert (enc.blocks[0].attn.qkv.bias == 0).all()
-    assert (enc.norm.weight == 1).all() and (enc.norm.bias == 0).all()
     # residual output projections of block i are divided by sqrt(2 i)
     ratio = enc.blocks[0].attn.proj.weight.std() / enc.blocks[3].attn.proj.weight.std()
     assert ratio.item() == pytest.approx(math.sqrt(4), rel=0.1)
+    with pytest.raises(ValueError, match="init scheme"):
+        build_vit("vit_tiny", img_size=8, patch_size=4, in_chans=1, init="xavier")
 
 
 def test_grad_checkpointing_gives_same_gradients():
@@ -167,10 +184,12 @@ def test_grad_checkpointing_gives_same_gradients():
 
 def test_patch_init_std_option():
     torch.manual_seed(0)
-    default = vit_tiny(img_size=28, patch_size=4, in_chans=1)
-    scaled = vit_tiny(img_size=28, patch_size=4, in_chans=1, patch_init_std=0.25)
+    default = vit_tiny(img_size=28, patch_size=4, in_chans=1, init="rescaled")
+    scaled = vit_tiny(img_size=28, patch_size=4, in_chans=1, patch_init_std=0.25, init="rescaled")
     assert default.patch_embed.proj.weight.std().item() == pytest.approx(0.02 * 0.88, rel=0.1)
     assert scaled.patch_embed.proj.weight.std().item() == pytest.approx(0.25 * 0.88, rel=0.1)
+    reference = vit_tiny(img_size=28, patch_size=4, in_chans=1, patch_init_std=0.25)
+    assert reference.patch_embed.proj.weight.std().item() == pytest.approx(0.25, rel=0.1)
     torch.testing.assert_close(
         scaled.blocks[0].mlp.fc1.weight.std(), default.blocks[0].mlp.fc1.weight.std(), rtol=0.05, atol=0
     )

@@ -1,9 +1,11 @@
 """Tests for openjepa.train.callbacks: the hooks the trainer calls, in order, and the progress bar."""
 
+import io
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from tqdm import tqdm
 
 from openjepa.config import load_config
 from openjepa.train.callbacks import Callback, ProgressBar
@@ -125,3 +127,37 @@ def test_progress_bar_on_the_main_process(tmp_path, capsys):
     assert seen == [(1, 2), (2, 2)]
     assert bar.bar is None  # closed at the end
     assert "pretrain" in capsys.readouterr().err
+
+
+def test_progress_bar_writes_plain_lines_when_the_output_is_not_a_terminal():
+    trainer = SimpleNamespace(
+        runtime=SimpleNamespace(dist=SimpleNamespace(is_main=True)), end_step=1000, step=400
+    )
+    out = io.StringIO()
+    bar = ProgressBar(interval=3600.0, stream=out)  # no line is due within this test
+    bar.on_fit_start(trainer)
+    assert bar.bar is not None and bar.bar.bar is None  # plain lines, no tqdm bar
+    for step in range(401, 1001):
+        bar.on_step_end(trainer)
+        if step % 100 == 0:
+            bar.on_log(trainer, {"loss": 0.5, "lr": 1e-3, "images_per_s": 812.5}, step)
+    bar.on_fit_end(trainer)
+    (line,) = out.getvalue().splitlines()  # 600 updates, one line: the final one
+    assert line.startswith("pretrain: 1000/1000 (100%), ")
+    assert line.endswith(", loss=0.5000, lr=1.00e-03, img_s=812.5")
+    assert bar.bar is None
+
+
+def test_progress_bar_on_a_terminal_is_a_tqdm_bar():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    trainer = SimpleNamespace(runtime=SimpleNamespace(dist=SimpleNamespace(is_main=True)), end_step=3, step=0)
+    out = Terminal()
+    bar = ProgressBar(stream=out)
+    bar.on_fit_start(trainer)
+    assert isinstance(bar.bar.bar, tqdm)
+    bar.on_step_end(trainer)
+    bar.on_fit_end(trainer)
+    assert "pretrain" in out.getvalue() and "\r" in out.getvalue()

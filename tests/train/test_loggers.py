@@ -6,10 +6,12 @@ import json
 import struct
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
+from openjepa import cli
 from openjepa.config import load_config
 from openjepa.train import loggers
 from openjepa.train.loggers import (
@@ -75,6 +77,30 @@ def test_jsonl_fresh_run_starts_afresh_and_resume_appends(tmp_path):
     with JsonlLogger(path) as log:
         log.log_metrics({"loss": 3.0}, step=1)
     assert lines(path) == ['{"step": 1, "loss": 3.0}']
+
+
+def test_jsonl_writes_strict_json_and_each_line_in_one_unbuffered_write(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    log = JsonlLogger(path)
+    writes: list[bytes] = []
+    real_write = log._file.write
+    log._file.write = lambda data: writes.append(bytes(data)) or real_write(data)  # type: ignore[method-assign]
+    log.log_metrics({"loss": float("nan"), "lr": float("inf"), "knn": {"top1": 71.0}}, step=1)
+    log.log_metrics({"loss": 0.5}, step=2)
+    assert lines(path) == [
+        '{"step": 1, "loss": null, "lr": null, "knn/top1": 71.0}',
+        '{"step": 2, "loss": 0.5}',
+    ]
+    assert writes == [(line + "\n").encode() for line in lines(path)]  # on disk before close: no buffer
+    log.close()
+
+
+def test_jsonl_append_after_a_torn_line_starts_a_new_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo', encoding="utf-8")
+    with JsonlLogger(path, append=True) as log:
+        log.log_metrics({"loss": 1.0}, step=2)
+    assert lines(path) == ['{"step": 1, "loss": 2.0}', '{"step": 2, "lo', '{"step": 2, "loss": 1.0}']
 
 
 def test_build_loggers_always_writes_jsonl_and_follows_start_step(tmp_path):
@@ -359,6 +385,54 @@ def test_truncate_metrics_drops_the_lines_after_the_step(tmp_path):
     assert path.stat().st_mtime_ns == before and len(lines(path)) == 4
     truncate_metrics(tmp_path / "missing.jsonl", 1)  # no file: nothing to do
     assert not (tmp_path / "missing.jsonl").exists()
+
+
+def test_truncate_metrics_drops_a_torn_last_line_with_a_notice(tmp_path, capsys):
+    path = tmp_path / "metrics.jsonl"
+    write_lines(path, [1, 2, 3, 4])
+    with path.open("a", encoding="utf-8") as f:
+        f.write('{"step": 25, "lo')  # the writer was killed mid-line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a torn last line is no cause for a warning
+        truncate_metrics(path, 3)
+    assert [json.loads(line)["step"] for line in lines(path)] == [1, 2, 3]
+    assert (
+        capsys.readouterr().out
+        == f"{path}: dropped its incomplete last line (the previous run stopped while writing it)\n"
+    )
+    write_lines(path, [1, 2])
+    with path.open("a", encoding="utf-8") as f:
+        f.write('{"step": 3, "loss": 3.0}')  # whole, but without its newline: fixed so appends stay apart
+    truncate_metrics(path, 5)
+    assert path.read_text(encoding="utf-8").endswith('{"step": 3, "loss": 3.0}\n')
+
+
+def test_truncate_metrics_drops_damaged_lines_with_a_warning(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2, "lo\x00\n{"step": 3}\n{"step": 4}\n', encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"metrics\.jsonl: skipped damaged line 2 "):
+        truncate_metrics(path, 3)
+    assert lines(path) == ['{"step": 1}', '{"step": 3}']
+    before = path.stat().st_mtime_ns
+    truncate_metrics(path, 3)  # nothing left to drop: the file is left alone
+    assert path.stat().st_mtime_ns == before
+
+
+def test_resume_survives_torn_and_damaged_metrics_lines(tmp_path, capsys):
+    run = tmp_path / "run"
+    overrides = [*TINY, f"run.out_dir={run}", "run.checkpoint_every=2"]
+    Trainer(load_config(None, [*overrides, "run.max_steps=2"])).fit()
+    text = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    (run / "metrics.jsonl").write_text(f"{text[0]}\n#garbage#\n{text[1]}\n" + '{"step": 25, "lo')
+    assert cli.main(["info", str(run), "--json"]) == 0  # `openjepa info` reads past them too
+    out, err = capsys.readouterr()
+    assert json.loads(out)["last_metrics"] == json.loads(text[1])
+    warning = f"{run / 'metrics.jsonl'}: skipped damaged line 2 (not a JSON object of metrics)"
+    assert err == f"openjepa: warning: {warning}\n"
+    with pytest.warns(UserWarning, match="damaged line 2"):
+        Trainer(load_config(None, [*overrides, "run.max_steps=3"])).fit()
+    assert "dropped its incomplete last line" in capsys.readouterr().out
+    assert [json.loads(line)["step"] for line in lines(run / "metrics.jsonl")] == [1, 2, 3]
 
 
 def test_resumed_run_drops_metrics_lines_after_the_checkpoint(tmp_path):

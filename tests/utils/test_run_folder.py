@@ -217,3 +217,14 @@ def test_save_then_read_current_checkpoint(tmp_path):
     state = {"version": 2, "step": 1, "callbacks": {"online_monitor": {"best_knn": 1.0}}}
     path = save_torch_file(state, tmp_path / "x.pt")
     assert read_checkpoint(path) == state
+
+
+def test_a_checkpoint_config_is_read_without_the_training_only_checks():
+    # a C-JEPA run accumulated gradients before that was refused: its checkpoint still evaluates
+    from openjepa.config import from_dict, load_config
+
+    data = to_dict(load_config(None, ["method=cjepa"]))
+    data["optim"]["grad_accum"] = 2
+    assert checkpoint_config({"config": data}).optim.grad_accum == 2
+    with pytest.raises(ConfigError, match="grad_accum"):
+        from_dict(data)  # but it would not train

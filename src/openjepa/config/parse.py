@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import types
 import typing
 import warnings
@@ -20,6 +21,7 @@ from openjepa.config.sections import (
     ConfigLayoutWarning,
     MethodConfig,
     check_config,
+    check_out_dir,
     default_method_name,
     method_config_class,
 )
@@ -85,9 +87,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 raise bad from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the largest float
+            number = math.inf
+        if not math.isfinite(number):
             raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
-        return float(value)
+        return number
     if tp is str:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)  # e.g. run.out_dir=2024 (YAML reads it as a number)
@@ -140,8 +146,10 @@ def _build_method(value: Any, prefix: str) -> MethodConfig:
     return _build(method_config_class(name, f"{prefix}name"), {**value, "name": name}, prefix)
 
 
-def from_dict(data: dict[str, Any]) -> Config:
+def from_dict(data: dict[str, Any], training: bool = True) -> Config:
     """Build a ``Config`` from nested dicts (missing keys keep their defaults; old layouts are migrated).
+
+    ``training=False`` (a checkpoint's config, read to evaluate it) skips the checks only pretraining needs.
 
     Raises:
         ConfigError: an unknown key, a value of the wrong type, or keys that contradict each other.
@@ -150,7 +158,7 @@ def from_dict(data: dict[str, Any]) -> Config:
         raise ConfigError(f"a config must be a mapping of sections, got {data!r}")
     migrated, _ = migrate_config(data)
     cfg = _build(Config, migrated, "")
-    check_config(cfg)
+    check_config(cfg, training)
     return cfg
 
 
@@ -193,15 +201,36 @@ def _switch_method(section: dict[str, Any], name: str) -> dict[str, Any]:
     return {**{k: v for k, v in section.items() if k in keys}, "name": name}
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """One line saying what is wrong in a YAML text and where: ``expected ',' or ']' (line 1, column 3)``."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem:
+        mark = err.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        return f"{err.problem}{where}"
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"optim.lr=5e-4"`` → ``("optim.lr", 0.0005)``; the value is read as YAML (``null``, lists, …)."""
+    """``"optim.lr=5e-4"`` → ``("optim.lr", 0.0005)``; the value is read as YAML (``null``, lists, …).
+
+    Raises:
+        ConfigError: no ``=``, no key, or a value that is not valid YAML.
+    """
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key.sub=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
         raise ConfigError(f"override {text!r} has no key")
-    return key, (yaml.safe_load(raw) if raw.strip() else "")
+    if not raw.strip():
+        return key, ""
+    try:
+        return key, yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(
+            f"override {text!r}: the value is not valid YAML: {yaml_problem(err)}; quote it or fix the "
+            "brackets (a list reads [1, 2])"
+        ) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -212,18 +241,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
     Raises:
         FileNotFoundError: the YAML file does not exist.
-        ConfigError: an unknown key or a value of the wrong type (the message names the key).
+        ConfigError: the file cannot be read or is not valid YAML, an unknown key, a value of the wrong type
+            or out of range, keys that contradict each other, or a ``run.out_dir`` that cannot be a folder
+            (the message names the key).
     """
     data: dict[str, Any] = {}
     notes: list[str] = []
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"{path} is a folder; give the YAML config file")
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"cannot read the config file {path}: {err}") from None
+        try:
+            loaded = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+            raise ConfigError(f"{path} is not valid YAML: {yaml_problem(err)}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping at the top level")
         data, notes = migrate_config(loaded or {})
@@ -241,9 +278,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             ConfigLayoutWarning,
             stacklevel=2,
         )
-    return from_dict(data)
+    cfg = from_dict(data)
+    check_out_dir(cfg.run.out_dir)
+    return cfg
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+    """Write the resolved config as YAML, atomically (a temporary file renamed over ``path``)."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+    try:
+        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -7,11 +7,19 @@ import dataclasses
 import inspect
 import json
 import re
+import types
 import typing
 from typing import Any
 
 from openjepa.config.parse import type_name
-from openjepa.config.sections import Config, MethodConfig, method_config_class, method_names
+from openjepa.config.sections import (
+    Config,
+    MethodConfig,
+    Range,
+    field_range,
+    method_config_class,
+    method_names,
+)
 
 _ENTRY_RE = re.compile(r"^    ([a-z_][a-z0-9_]*(?:, [a-z_][a-z0-9_]*)*): (.*)$")
 
@@ -42,6 +50,21 @@ def field_descriptions(cls: type) -> dict[str, str]:
     return out
 
 
+def ranged_type_name(tp: Any, rng: Range | None) -> str:
+    """A config type with its range: ``int ≥ 1``, ``int ≥ 1 | null``, ``list of 2 × float, each in (0, 1],
+    ascending``."""
+    if rng is None:
+        return type_name(tp)
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return f"{ranged_type_name(inner[0], rng)} | null"
+    if typing.get_origin(tp) is tuple:
+        return f"{type_name(tp)}, each {rng.symbols()}" + (", ascending" if rng.ascending else "")
+    return f"{type_name(tp)} {rng.symbols()}"
+
+
 def _rows(cls: type, obj: Any, prefix: str) -> list[tuple[str, str, Any, str]]:
     """(key, type, default, description) of every leaf of a config class, depth first."""
     hints = typing.get_type_hints(cls)
@@ -52,7 +75,8 @@ def _rows(cls: type, obj: Any, prefix: str) -> list[tuple[str, str, Any, str]]:
         if dataclasses.is_dataclass(tp) and tp is not MethodConfig:
             rows += _rows(typing.cast(type, tp), value, f"{prefix}{f.name}.")
         elif tp is not MethodConfig:
-            rows.append((f"{prefix}{f.name}", type_name(tp), value, docs.get(f.name, "")))
+            shown = ranged_type_name(tp, field_range(f))
+            rows.append((f"{prefix}{f.name}", shown, value, docs.get(f.name, "")))
     return rows
 
 
@@ -101,7 +125,8 @@ def reference_markdown() -> str:
         " (a test checks that this file is current). Set keys in a YAML file or as `key.sub=value` "
         "overrides on the command line; unknown keys and values of the wrong type are errors that name "
         "the key. `method: NAME` is short for `method: {name: NAME}`. `optim.batch_size` is the global batch "
-        "over all processes and accumulation steps.",
+        "over all processes and accumulation steps. A number out of its range (the type column: `int ≥ 1`, "
+        "`float in (0, 1]`; a list's range holds for each of its numbers) is an error that names the key.",
         "",
         "Configs of earlier versions are still read: `method: NAME` with a top-level `NAME:` section, "
         "`model.pred_*` (now `method.predictor.*`), `masks.*` (now `method.masks.*`), `optim.ema` and "

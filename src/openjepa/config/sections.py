@@ -4,12 +4,150 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
+
+#: Longest run ``optim.epochs`` (and the other epoch counts) may ask for: a bound that no real run reaches
+#: and that keeps step counts far from overflow (``epochs × steps per epoch`` must be an integer).
+MAX_EPOCHS = 1_000_000
+#: Largest ``run.seed``: torch generators take 64-bit seeds, and the seed is mixed with stream keys.
+MAX_SEED = 2**63 - 1
+#: What ``run.device`` accepts (whether the device exists is checked when the run starts).
+DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
+_DEVICE_RE = re.compile(r"auto|cpu|cuda(:[0-9]+)?|mps")
 
 
 class ConfigError(ValueError):
-    """A configuration key is unknown or its value has the wrong type."""
+    """A configuration key is unknown, its value has the wrong type or is out of range, or keys disagree."""
+
+
+def is_device_name(name: str) -> bool:
+    """Whether ``name`` is one of :data:`DEVICE_NAMES` (``cuda:N`` for any device number N)."""
+    return _DEVICE_RE.fullmatch(name) is not None
+
+
+def _number(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers a config key accepts (each number, for a list); see :func:`bounded`.
+
+    Attributes:
+        low, high: the bounds (None: unbounded on that side).
+        low_open, high_open: the bound itself is excluded.
+        ascending: a list must not decrease (a ``[min, max]`` pair).
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    ascending: bool = False
+
+    def admits(self, x: float) -> bool:
+        """Whether the number ``x`` is in range (NaN never is)."""
+        if self.low is not None and not (x > self.low if self.low_open else x >= self.low):
+            return False
+        return self.high is None or (x < self.high if self.high_open else x <= self.high)
+
+    def text(self) -> str:
+        """The range in words: ``at least 1``, ``greater than 0``, ``in (0, 1]``."""
+        lo, hi = self.low, self.high
+        if lo is not None and hi is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"in {left}{_number(lo)}, {_number(hi)}{right}"
+        if lo is not None:
+            return f"{'greater than' if self.low_open else 'at least'} {_number(lo)}"
+        if hi is not None:
+            return f"{'less than' if self.high_open else 'at most'} {_number(hi)}"
+        return "any number"
+
+    def symbols(self) -> str:
+        """The range for the config reference: ``≥ 1``, ``> 0``, ``in (0, 1]``."""
+        lo, hi = self.low, self.high
+        if lo is not None and hi is not None:
+            return self.text()
+        if lo is not None:
+            return f"{'>' if self.low_open else '≥'} {_number(lo)}"
+        if hi is not None:
+            return f"{'<' if self.high_open else '≤'} {_number(hi)}"
+        return ""
+
+    def problem(self, key: str, value: Any) -> str | None:
+        """The error message for ``value`` of config key ``key``, or None when it is in range."""
+        if isinstance(value, tuple | list):
+            if not all(self.admits(x) for x in value):
+                return f"config key '{key}' must hold numbers {self.text()}, got {list(value)}"
+            if self.ascending and any(a > b for a, b in zip(value, value[1:], strict=False)):
+                return f"config key '{key}' must be [low, high] with low <= high, got {list(value)}"
+            return None
+        if not self.admits(value):
+            return f"config key '{key}' must be {self.text()}, got {_number(value)}"
+        return None
+
+
+RANGE = "range"  # the field-metadata key of a Range
+
+
+def bounded(
+    default: T,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    ascending: bool = False,
+) -> T:
+    """A dataclass field with a default whose numbers must lie in a range, checked by :func:`check_config`.
+
+    Works for ``int`` and ``float`` fields, optional ones (null is always allowed) and lists (each number;
+    ``ascending``: a ``[min, max]`` pair). Method config classes of plug-ins use it too.
+
+    Example:
+        >>> @dataclass
+        ... class MyConfig(MethodConfig):
+        ...     name: str = "mine"
+        ...     width: int = bounded(64, ge=1)
+        ...     scale: tuple[float, float] = bounded((0.2, 1.0), gt=0, le=1, ascending=True)
+    """
+    if ge is not None and gt is not None or le is not None and lt is not None:
+        raise ValueError("give at most one lower bound (ge or gt) and one upper bound (le or lt)")
+    rng = Range(
+        low=gt if gt is not None else ge,
+        high=lt if lt is not None else le,
+        low_open=gt is not None,
+        high_open=lt is not None,
+        ascending=ascending,
+    )
+    return field(default=default, metadata={RANGE: rng})
+
+
+def field_range(f: dataclasses.Field) -> Range | None:
+    """The :class:`Range` of a config dataclass field, or None when it has none."""
+    return f.metadata.get(RANGE)
+
+
+def check_ranges(section: Any, prefix: str = "") -> None:
+    """Check every field with a :class:`Range` of a config dataclass and of the sections nested in it.
+
+    Raises:
+        ConfigError: ``config key 'KEY' must be ..., got VALUE`` for the first value out of range.
+    """
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_ranges(value, f"{prefix}{f.name}.")
+            continue
+        rng = field_range(f)
+        problem = None if rng is None or value is None else rng.problem(f"{prefix}{f.name}", value)
+        if problem:
+            raise ConfigError(problem)
 
 
 class ConfigLayoutWarning(UserWarning):
@@ -26,6 +164,22 @@ class MethodConfig:
 
     name: str = ""
 
+    def check(self, cfg: Config) -> None:
+        """Constraints between this method's keys and the rest of ``cfg``, called by :func:`check_config`
+        after every key's own range has been checked; a method overrides it to add its own.
+
+        Raises:
+            ConfigError: naming the keys and what to change.
+        """
+
+    def check_training(self, cfg: Config) -> None:
+        """What only pretraining needs (e.g. a mask recipe that always fits the patch grid), called by
+        :func:`check_config` for a run about to train, not for a checkpoint read for evaluation.
+
+        Raises:
+            ConfigError: naming the keys and what to change.
+        """
+
 
 @dataclass
 class ModelConfig:
@@ -38,15 +192,19 @@ class ModelConfig:
         grad_checkpointing: recompute encoder activations in backward to save memory.
         patch_init_std: std of the patch-embedding init (null: 0.02, the reference); small patches of
             few channels need a larger one (0.25 for 4×4×1) or the model can collapse onto positions.
+        init: weight init of the encoder and the predictor: ``reference`` (what the published runs trained
+            from: normal std 0.02, no depth rescale) or ``rescaled`` (±2σ-truncated, residual projections
+            of block i divided by sqrt(2·i); openjepa's earlier default).
     """
 
     name: str = "vit_tiny"
-    patch_size: int = 4
-    depth: int | None = None
-    embed_dim: int | None = None
-    num_heads: int | None = None
+    patch_size: int = bounded(4, ge=1)
+    depth: int | None = bounded(None, ge=1)
+    embed_dim: int | None = bounded(None, ge=1)
+    num_heads: int | None = bounded(None, ge=1)
     grad_checkpointing: bool = False
-    patch_init_std: float | None = None
+    patch_init_std: float | None = bounded(None, gt=0)
+    init: Literal["reference", "rescaled"] = "reference"
 
 
 @dataclass
@@ -66,12 +224,12 @@ class DataConfig:
 
     dataset: Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "folder", "synthetic"] = "fashion_mnist"
     root: str | None = None
-    image_size: int = 28
-    channels: int | None = None
-    crop_scale: tuple[float, float] = (0.3, 1.0)
+    image_size: int = bounded(28, ge=1)
+    channels: int | None = bounded(None, ge=1)
+    crop_scale: tuple[float, float] = bounded((0.3, 1.0), gt=0, le=1, ascending=True)
     flip: bool = False
-    subset: int | None = None
-    num_workers: int = 4
+    subset: int | None = bounded(None, ge=1)
+    num_workers: int = bounded(4, ge=0)
 
 
 @dataclass
@@ -90,19 +248,19 @@ class OptimConfig:
         clip_grad: clip the global gradient norm (null: off).
     """
 
-    epochs: float = 100
-    batch_size: int = 256
-    grad_accum: int = 1
-    lr: float = 1e-3
-    start_lr: float = 2e-4
-    final_lr: float = 1e-6
-    warmup_epochs: float = 10
-    weight_decay: float = 0.04
-    final_weight_decay: float = 0.4
-    schedule_stretch: float = 1.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    clip_grad: float | None = None
+    epochs: float = bounded(100, gt=0, le=MAX_EPOCHS)
+    batch_size: int = bounded(256, ge=1)
+    grad_accum: int = bounded(1, ge=1)
+    lr: float = bounded(1e-3, gt=0)
+    start_lr: float = bounded(2e-4, ge=0)
+    final_lr: float = bounded(1e-6, ge=0)
+    warmup_epochs: float = bounded(10, ge=0, le=MAX_EPOCHS)
+    weight_decay: float = bounded(0.04, ge=0)
+    final_weight_decay: float = bounded(0.4, ge=0)
+    schedule_stretch: float = bounded(1.0, gt=0, le=1000)
+    betas: tuple[float, float] = bounded((0.9, 0.999), ge=0, lt=1)
+    eps: float = bounded(1e-8, gt=0)
+    clip_grad: float | None = bounded(None, gt=0)
 
 
 @dataclass
@@ -112,7 +270,7 @@ class RunConfig:
     Attributes:
         out_dir: run folder; running again with the same folder resumes from its latest checkpoint.
         seed: seeds the model init, the data order, the masks and the augmentations.
-        device: ``auto`` (cuda if available), ``cpu``, ``cuda``.
+        device: ``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:N`` (device N) or ``mps``.
         precision: ``auto`` (bf16 on GPUs and on CPUs with native bf16, else fp32), ``fp32``, ``bf16``.
         compile: ``torch.compile`` the training step's forward.
         max_steps: stop after this many optimizer steps (null: the full schedule); schedules still follow
@@ -129,23 +287,26 @@ class RunConfig:
         wandb_project, wandb_name: W&B project (null: ``openjepa``) and run name (null: the folder's name).
         wandb_mode: ``offline`` (no account or network needed; upload later with ``wandb sync``),
             ``online`` or ``disabled``.
+        dist_timeout: seconds a process waits for the others in a collective under ``torchrun`` before
+            the run fails (a stopped or hung process); long enough for the slowest checkpoint write.
     """
 
     out_dir: str = "runs/default"
-    seed: int = 0
+    seed: int = bounded(0, ge=0, le=MAX_SEED)
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
-    max_steps: int | None = None
-    log_every: int = 10
-    checkpoint_every: int = 500
-    keep_every: int | None = None
+    max_steps: int | None = bounded(None, ge=1)
+    log_every: int = bounded(10, ge=1)
+    checkpoint_every: int = bounded(500, ge=1)
+    keep_every: int | None = bounded(None, ge=1)
     progress: bool = True
     keep_best: bool = False
     loggers: tuple[Literal["jsonl", "tensorboard", "wandb"], ...] = ("jsonl",)
     wandb_project: str | None = None
     wandb_name: str | None = None
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    dist_timeout: float = bounded(600.0, gt=0, le=86400)
 
 
 @dataclass
@@ -165,15 +326,15 @@ class EvalConfig:
         monitor_k: neighbours of the online kNN.
     """
 
-    knn_k: tuple[int, ...] = (10, 20, 200)
-    knn_temperature: float = 0.07
-    train_samples: int | None = None
-    test_samples: int | None = None
-    batch_size: int = 512
-    monitor_every: float | None = None
-    monitor_train_samples: int = 5000
-    monitor_val_samples: int = 1000
-    monitor_k: int = 20
+    knn_k: tuple[int, ...] = bounded((10, 20, 200), ge=1)
+    knn_temperature: float = bounded(0.07, gt=0)
+    train_samples: int | None = bounded(None, ge=1)
+    test_samples: int | None = bounded(None, ge=1)
+    batch_size: int = bounded(512, ge=1)
+    monitor_every: float | None = bounded(None, gt=0, le=MAX_EPOCHS)
+    monitor_train_samples: int = bounded(5000, ge=1)
+    monitor_val_samples: int = bounded(1000, ge=1)
+    monitor_k: int = bounded(20, ge=1)
 
 
 # ---- the method section: filled in by the methods themselves -------------------------------------------
@@ -251,22 +412,40 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def check_config(cfg: Config) -> None:
-    """Constraints between keys, which no single type can say.
+def check_config(cfg: Config, training: bool = True) -> None:
+    """Every key's range (:func:`check_ranges`), then constraints between keys, which no single type can
+    say, then the method's own (``MethodConfig.check``; with ``training``, also
+    ``MethodConfig.check_training``: a checkpoint read for evaluation skips what only pretraining needs).
 
     Raises:
         ConfigError: naming the keys and what to change.
     """
-    o, r, e = cfg.optim, cfg.run, cfg.eval
-    for key, value in (
-        ("optim.batch_size", o.batch_size),
-        ("optim.grad_accum", o.grad_accum),
-        ("run.log_every", r.log_every),
-        ("run.checkpoint_every", r.checkpoint_every),
-    ):
-        if value < 1:
-            raise ConfigError(f"config key '{key}' must be at least 1, got {value}")
+    check_ranges(cfg)
+    r, e = cfg.run, cfg.eval
+    if not is_device_name(r.device):
+        raise ConfigError(f"config key 'run.device' must be {DEVICE_NAMES}, got {r.device!r}")
+    if not r.out_dir.strip():
+        raise ConfigError("config key 'run.out_dir' must name the run folder, got ''")
     if r.keep_best and e.monitor_every is None:
         raise ConfigError("run.keep_best needs the online monitor: set eval.monitor_every (epochs)")
-    if e.monitor_every is not None and e.monitor_every <= 0:
-        raise ConfigError(f"eval.monitor_every must be a positive number of epochs, got {e.monitor_every}")
+    cfg.method.check(cfg)
+    if training:
+        cfg.method.check_training(cfg)
+
+
+def check_out_dir(out_dir: str | Path) -> None:
+    """Check that the run folder ``out_dir`` can be a folder: neither it nor a parent is an existing file.
+
+    Raises:
+        ConfigError: naming ``run.out_dir`` and the file in the way.
+    """
+    path = Path(out_dir)
+    for node in (path, *path.parents):
+        if node.exists():
+            if not node.is_dir():
+                what = "is a file" if node == path else f"is inside {str(node)!r}, which is a file"
+                raise ConfigError(
+                    f"config key 'run.out_dir' must name a folder, but {str(path)!r} {what}; "
+                    "choose another run.out_dir"
+                )
+            return

@@ -2,7 +2,9 @@
 
 The crop boxes and flips of a step are drawn for the whole global batch from ``(seed, step)`` and sliced to
 this process's rows, so ``W`` processes crop exactly as one process would with the same global batch, and
-a resumed run crops as the uninterrupted one did.
+a resumed run crops as the uninterrupted one did. Image folders are cropped earlier, on the original image
+while decoding (:class:`openjepa.data.datasets.folder.CropSpec`, drawn per global row); for them
+``crop_on_load`` leaves only the flips (still drawn per global batch) and the normalisation.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ class PretrainAugment:
         crop_scale: crop area range; ``(1, 1)`` resizes the whole image instead.
         flip: random horizontal flips with probability 0.5.
         seed: run seed.
+        crop_on_load: the images arrive already cropped to ``size`` by the loader (image folders read
+            by step key): no crop or resize here.
     """
 
     def __init__(
@@ -32,9 +36,11 @@ class PretrainAugment:
         crop_scale: tuple[float, float] = (0.3, 1.0),
         flip: bool = False,
         seed: int = 0,
+        crop_on_load: bool = False,
     ):
         self.size, self.mean, self.std = size, mean, std
         self.crop_scale, self.flip, self.seed = crop_scale, flip, seed
+        self.crop_on_load = crop_on_load
 
     def __call__(self, images: torch.Tensor, step: int, rows: slice, global_batch: int) -> torch.Tensor:
         """Augment this rank's ``images`` (B_local, C, H, W) of the global batch at ``step``."""
@@ -45,7 +51,13 @@ class PretrainAugment:
         x = to_float(images)
         g = step_generator(self.seed ^ Stream.CROPS, step)
         h, w = x.shape[-2:]
-        if tuple(self.crop_scale) != (1.0, 1.0):
+        if self.crop_on_load:
+            if (h, w) != (self.size, self.size):
+                raise ValueError(
+                    f"the training images should arrive cropped to {self.size}×{self.size} by the loader "
+                    f"(data.dataset: folder), got {h}×{w}: read the folder with a CropSpec of that size"
+                )
+        elif tuple(self.crop_scale) != (1.0, 1.0):
             boxes = sample_crop_boxes(global_batch, h, w, self.crop_scale, generator=g)[rows]  # (B_local, 4)
             x = crop_and_resize(x, boxes.to(x.device), self.size)
         elif (h, w) != (self.size, self.size):

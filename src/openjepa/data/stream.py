@@ -9,11 +9,19 @@ Everything is a pure function of ``(seed, step)``:
 So a resumed run needs only the step to continue the same stream, and ``W`` processes see exactly the
 images one process would see with the same global batch (the crops, :mod:`openjepa.data.augment`, are
 drawn per global batch and sliced the same way).
+
+A dataset whose ``takes_step_keys`` attribute is true (an :class:`~openjepa.data.datasets.ImageFolder`) is
+read with :class:`StepKey` ``(item, step, row)`` instead of the bare index ``item``, ``row`` being the row
+of the global batch, and returns ``(image, label, replaced)``: it can then draw each image's crop from
+``(seed, step, row)`` while decoding, still the same for any number of processes and workers, and tell
+when an unreadable file was replaced by the next readable one (counted in
+:attr:`StepBatches.skipped_images`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -34,6 +42,10 @@ class StepBatches:
         num_workers: DataLoader workers for file-backed datasets.
         subset: use only the first ``subset`` images.
         pin_memory: pin host memory of loaded batches (for GPU training).
+
+    Attributes:
+        skipped_images: items replaced so far because their file was unreadable, over every
+            :meth:`iterate` of this object and all its workers (0 for in-memory datasets).
     """
 
     def __init__(
@@ -64,6 +76,7 @@ class StepBatches:
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.steps_per_epoch = self.size // global_batch
+        self.skipped_images = 0
         self._perm_epoch = -1
         self._perm = torch.empty(0, dtype=torch.long)
 
@@ -99,20 +112,59 @@ class StepBatches:
             pin_memory=self.pin_memory,
             persistent_workers=False,
         )
-        yield from zip(range(start_step, end_step), loader, strict=True)
+        batches = iter(loader)
+        for step in range(start_step, end_step):
+            try:
+                images, replaced = next(batches)
+            except ValueError as err:
+                raise _one_line(err) from None
+            self.skipped_images += replaced
+            yield step, images
 
 
-class _StepSampler(Sampler[list[int]]):
+class StepKey(NamedTuple):
+    """How :class:`StepBatches` reads an item of a dataset that takes step keys."""
+
+    item: int  # the dataset index
+    step: int
+    row: int  # in the global batch of the step
+
+
+class _StepSampler(Sampler[list[Any]]):
+    """This rank's dataset indices of each step, as step keys when the dataset takes them."""
+
     def __init__(self, batches: StepBatches, start: int, end: int):
         self.batches, self.start, self.end = batches, start, end
+        self.keyed = bool(getattr(batches.dataset, "takes_step_keys", False))
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[Any]]:
+        rows = self.batches.rows()
         for step in range(self.start, self.end):
-            yield self.batches.local_indices(step).tolist()
+            indices = self.batches.local_indices(step).tolist()
+            if self.keyed:
+                global_rows = range(rows.start, rows.stop, rows.step)
+                yield [StepKey(i, step, row) for i, row in zip(indices, global_rows, strict=True)]
+            else:
+                yield indices
 
     def __len__(self) -> int:
         return self.end - self.start
 
 
-def _stack_images(items: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
-    return torch.stack([image for image, _ in items])  # (B, C, H, W)
+def _stack_images(items: list[Sequence[Any]]) -> tuple[torch.Tensor, int]:
+    """The batch (B, C, H, W) and how many of its items were replaced (the third entry of keyed items)."""
+    replaced = sum(1 for item in items if len(item) > 2 and item[2])
+    return torch.stack([item[0] for item in items]), replaced
+
+
+def _one_line(err: ValueError) -> ValueError:
+    """A worker's ValueError (e.g. a folder with no readable image) with its own message, not the traceback.
+
+    DataLoader re-raises an error of a worker process with the worker's traceback as the message; the
+    command line prints a ValueError's message as one line, so only the original message is kept.
+    """
+    text = str(err)
+    if not text.startswith("Caught ValueError in DataLoader worker"):
+        return err
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return ValueError(last.partition(": ")[2] or last)

@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from openjepa.eval.data import EvalData, eval_preprocess
 from openjepa.runtime.device import autocast
+from openjepa.utils.progress import progress as show_progress
 
 Preprocess = Callable[[torch.Tensor], torch.Tensor]
 
@@ -126,7 +126,7 @@ def extract_features(
             ``1`` uses ``forward_features``; ``k > 1`` uses ``get_intermediate_layers``.
         preprocess: Callable applied to each image batch on ``device`` before the encoder,
             e.g. ``lambda x: (x.float() / 255 - mean) / std`` for uint8 images.
-        progress: Show a tqdm progress bar.
+        progress: Show progress (a bar on a terminal, a few status lines elsewhere).
 
     Returns:
         ``(features, labels)``: float32 features of shape ``(N, last_k_blocks·D)`` on the CPU,
@@ -174,8 +174,8 @@ def extract_features(
     n_unlabelled = 0
     try:
         with torch.inference_mode():
-            for batch_images, batch_labels in tqdm(
-                batches, total=total, disable=not progress, desc="features"
+            for batch_images, batch_labels in show_progress(
+                batches, total=total, desc="features", unit="batch", enabled=progress
             ):
                 x = batch_images.to(device, non_blocking=True)
                 if preprocess is not None:

@@ -32,12 +32,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from openjepa.data.transforms import random_horizontal_flip, random_resized_crop
 from openjepa.eval.data import EvalData, eval_preprocess
 from openjepa.eval.features import pool_tokens
 from openjepa.runtime.device import autocast
+from openjepa.utils.progress import progress as show_progress
 from openjepa.utils.schedules import warmup_cosine
 
 Preprocess = Callable[[torch.Tensor], torch.Tensor]
@@ -343,7 +343,7 @@ def finetune(
         amp_dtype: autocast dtype for forward passes (e.g. ``torch.bfloat16``); ``None`` runs in fp32.
             The loss is always computed in fp32.
         seed: seeds the head init, the data order and the augmentation (one CPU generator).
-        progress: show a tqdm bar over the optimizer steps.
+        progress: show progress over the optimizer steps.
         val_images, val_labels: optional validation split, evaluated after every epoch.
         eval_batch_size: batch size for validation and test passes.
 
@@ -433,7 +433,7 @@ def finetune(
 
     history: list[dict[str, float]] = []
     step = 0
-    bar = tqdm(total=total_steps, disable=not progress, desc="finetune")
+    bar = show_progress(total=total_steps, desc="finetune", unit="step", enabled=progress)
     try:
         for epoch in range(1, epochs + 1):
             model.train()

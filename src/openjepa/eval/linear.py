@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from openjepa.eval.data import EvalData
 from openjepa.eval.features import encoder_features, pixel_features
+from openjepa.utils.progress import progress as show_progress
 
 DEFAULT_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 
@@ -144,7 +144,7 @@ def linear_probe(
     steps_per_epoch = math.ceil(len(tr_idx) / batch_size)
     total = epochs * steps_per_epoch
     gen = torch.Generator().manual_seed(seed + 1)
-    bar = tqdm(range(epochs), desc="linear probe", unit="epoch", disable=not progress, dynamic_ncols=True)
+    bar = show_progress(range(epochs), desc="linear probe", unit="epoch", enabled=progress)
     step = 0
     heads.train()
     for _ in bar:

@@ -38,6 +38,7 @@ The bare export without Hugging Face's key names is :mod:`openjepa.interop.safet
 from __future__ import annotations
 
 import json
+import math
 import re
 import warnings
 from collections.abc import Mapping
@@ -52,12 +53,17 @@ from openjepa.interop.reference import (
     check_state_dict,
     save_imported_run,
 )
-from openjepa.interop.safetensors import safetensors_module
+from openjepa.interop.safetensors import (
+    read_json_object,
+    read_safetensors,
+    safetensors_module,
+    save_safetensors,
+)
 from openjepa.methods.base import get_method
-from openjepa.methods.loading import load_encoder
+from openjepa.methods.loading import check_encoder_shapes, count_blocks, load_encoder
 from openjepa.models.build import build_encoder
 from openjepa.models.vit import VisionTransformer
-from openjepa.utils.io import atomic_write, atomic_write_text
+from openjepa.utils.io import atomic_write_text
 from openjepa.utils.state_dict import CheckpointMismatchError
 
 __all__ = [
@@ -88,6 +94,16 @@ _HF_BASE_PREFIX = "ijepa."  # IJepaForImageClassification keeps the encoder unde
 _HF_POOLER_PREFIX = "pooler."
 _HF_DEFAULT_EPS = 1e-12  # IJepaConfig's default when config.json does not say
 _OPENJEPA_EPS = 1e-6
+#: config.json keys of the sizes, as :func:`openjepa.methods.loading.check_encoder_shapes` names them.
+_HF_SIZE_KEYS = {
+    "image_size": "image_size",
+    "patch_size": "patch_size",
+    "embed_dim": "hidden_size",
+    "depth": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "in_chans": "num_channels",
+    "mlp_hidden_dim": "intermediate_size",
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -145,6 +161,11 @@ def from_hf_state_dict(state: Mapping[str, torch.Tensor], depth: int) -> dict[st
         missing = [part for part in _QKV_PARTS if part not in parts]
         if missing:
             raise CheckpointMismatchError(f"the Hugging Face checkpoint lacks the {missing} parts of {key}")
+        shapes = {part: tuple(parts[part].shape) for part in _QKV_PARTS}
+        if len(set(shapes.values())) != 1:
+            raise CheckpointMismatchError(
+                f"the query, key and value parts of {key} differ in shape: {shapes}"
+            )
         out[key] = torch.cat([parts[part] for part in _QKV_PARTS], dim=0)  # (3D, D) or (3D,)
     return out
 
@@ -176,9 +197,12 @@ def hf_architecture(config: Mapping[str, Any]) -> IJepaArchitecture:
     """The architecture described by an ``IJepaModel`` ``config.json``.
 
     Raises:
-        ValueError: If it is not an I-JEPA config, or describes something openjepa does not build
-            (another activation, no qkv bias, non-square images or patches).
+        ValueError: If it is not an I-JEPA config, a size is not a positive integer, or it describes
+            something openjepa does not build (another activation, no qkv bias, non-square images or
+            patches, a width not divisible by the heads).
     """
+    if not isinstance(config, Mapping):
+        raise ValueError(f"an I-JEPA config must be a JSON object, not a {type(config).__name__}")
     if config.get("model_type") != "ijepa":
         raise ValueError(f"not an I-JEPA config: model_type is {config.get('model_type')!r}, not 'ijepa'")
     required = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_size")
@@ -190,6 +214,8 @@ def hf_architecture(config: Mapping[str, Any]) -> IJepaArchitecture:
     if not config.get("qkv_bias", True):
         raise ValueError("qkv_bias is false; openjepa's encoder always has a qkv bias")
     eps = config.get("layer_norm_eps", _HF_DEFAULT_EPS)
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not math.isfinite(eps) or eps <= 0:
+        raise ValueError(f"layer_norm_eps is {eps!r}, expected a positive number")
     if eps != _OPENJEPA_EPS:
         warnings.warn(
             f"layer_norm_eps is {eps}; openjepa builds 1e-6 (I-JEPA's value), so outputs differ slightly",
@@ -199,23 +225,37 @@ def hf_architecture(config: Mapping[str, Any]) -> IJepaArchitecture:
     patch_size = _square(config["patch_size"], "patch_size")
     if image_size % patch_size:
         raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+    sizes = {key: _positive_int(config, key) for key in ("hidden_size", "num_hidden_layers")}
+    sizes |= {key: _positive_int(config, key) for key in ("num_attention_heads", "intermediate_size")}
+    if sizes["hidden_size"] % sizes["num_attention_heads"]:
+        raise ValueError(
+            f"hidden_size {sizes['hidden_size']} is not divisible by num_attention_heads "
+            f"{sizes['num_attention_heads']}"
+        )
     return IJepaArchitecture(
         image_size=image_size,
         patch_size=patch_size,
-        in_chans=int(config.get("num_channels", 3)),
-        embed_dim=int(config["hidden_size"]),
-        depth=int(config["num_hidden_layers"]),
-        num_heads=int(config["num_attention_heads"]),
-        mlp_hidden_dim=int(config["intermediate_size"]),
+        in_chans=_positive_int({"num_channels": 3, **config}, "num_channels"),
+        embed_dim=sizes["hidden_size"],
+        depth=sizes["num_hidden_layers"],
+        num_heads=sizes["num_attention_heads"],
+        mlp_hidden_dim=sizes["intermediate_size"],
     )
 
 
-def _square(value: int | list[int], name: str) -> int:
-    if isinstance(value, int):
-        return value
-    if len(value) == 2 and value[0] == value[1]:
-        return int(value[0])
-    raise ValueError(f"{name} is {value}; openjepa supports square images and patches only")
+def _positive_int(config: Mapping[str, Any], key: str) -> int:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key} is {value!r}; expected a positive integer")
+    return value
+
+
+def _square(value: Any, name: str) -> int:
+    if isinstance(value, list) and len(value) == 2 and value[0] == value[1]:
+        value = value[0]
+    if isinstance(value, list):
+        raise ValueError(f"{name} is {value}; openjepa supports square images and patches only")
+    return _positive_int({name: value}, name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -241,12 +281,11 @@ def export_hf(ckpt_or_run: str | Path, out_dir: str | Path, encoder: str | None 
         >>> model = transformers.IJepaModel.from_pretrained("hf/demo")
         >>> tokens = model(pixel_values=images).last_hidden_state  # (B, N, D)
     """
-    st = safetensors_module()
+    safetensors_module()
     vit = load_encoder(ckpt_or_run, encoder)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.contiguous() for k, v in to_hf_state_dict(vit.state_dict(), vit.depth).items()}
-    atomic_write(out_dir / HF_WEIGHTS_NAME, lambda f: f.write(st.save(tensors, metadata={"format": "pt"})))
+    save_safetensors(to_hf_state_dict(vit.state_dict(), vit.depth), out_dir / HF_WEIGHTS_NAME)
     atomic_write_text(out_dir / HF_CONFIG_NAME, json.dumps(hf_config(vit), indent=2) + "\n")
     return out_dir
 
@@ -264,13 +303,42 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path) -> Path:
 
     Returns:
         The written checkpoint, ``out_dir/checkpoints/latest.pt``.
+
+    Raises:
+        FileNotFoundError: ``hf_dir`` lacks ``config.json`` or the weights.
+        ValueError: a file is unreadable or damaged, or ``config.json`` is invalid or disagrees with the
+            weights (checked before anything is built); the message names the file and the key.
     """
     hf_dir = Path(hf_dir)
     config_path = hf_dir / HF_CONFIG_NAME
-    if not config_path.is_file():
+    if not config_path.exists():
         raise FileNotFoundError(f"{hf_dir} has no {HF_CONFIG_NAME}; pass a folder written by save_pretrained")
-    arch = hf_architecture(json.loads(config_path.read_text(encoding="utf-8")))
-    state = from_hf_state_dict(_encoder_tensors(_read_hf_weights(hf_dir)), arch.depth)
+    config = read_json_object(config_path)
+    try:
+        arch = hf_architecture(config)
+    except ValueError as err:
+        raise ValueError(f"{config_path}: {err}") from None
+    hf_state = _encoder_tensors(_read_hf_weights(hf_dir))
+    stored_layers = count_blocks(hf_state, "encoder.layer")
+    if stored_layers != arch.depth:  # checked first: the key map below has an entry per layer
+        raise CheckpointMismatchError(
+            f"{config_path}: num_hidden_layers={arch.depth} disagrees with the weights, which hold "
+            f"{stored_layers} layers (encoder.layer.N); the folder is damaged or its files do not belong "
+            "together"
+        )
+    state = from_hf_state_dict(hf_state, arch.depth)
+    check_encoder_shapes(
+        state,
+        where=str(config_path),
+        image_size=arch.image_size,
+        patch_size=arch.patch_size,
+        embed_dim=arch.embed_dim,
+        depth=arch.depth,
+        num_heads=arch.num_heads,
+        in_chans=arch.in_chans,
+        mlp_hidden_dim=arch.mlp_hidden_dim,
+        names=_HF_SIZE_KEYS,
+    )
     cfg = arch.to_config()
     build = lambda: build_encoder(cfg.model, cfg.data.image_size, arch.in_chans)  # noqa: E731
     check_state_dict(build, state, "encoder (renamed Hugging Face keys)")
@@ -285,13 +353,18 @@ def import_hf(hf_dir: str | Path, out_dir: str | Path) -> Path:
 
 
 def _read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
-    st = safetensors_module()
     single, index = hf_dir / HF_WEIGHTS_NAME, hf_dir / HF_INDEX_NAME
-    if single.is_file():
-        return st.load_file(single)
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        return {key: value for shard in shards for key, value in st.load_file(hf_dir / shard).items()}
+    if single.exists():
+        return read_safetensors(single)
+    if index.exists():
+        weight_map = read_json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ValueError(f"{index}: 'weight_map' must map tensor names to shard file names")
+        shards = sorted(set(weight_map.values()))
+        for shard in shards:
+            if Path(shard).name != shard:  # a shard must be a file of this folder, not a path elsewhere
+                raise ValueError(f"{index}: shard {shard!r} is not a file name in {hf_dir}")
+        return {key: value for shard in shards for key, value in read_safetensors(hf_dir / shard).items()}
     raise FileNotFoundError(
         f"{hf_dir} has no {HF_WEIGHTS_NAME} (nor {HF_INDEX_NAME}); openjepa reads safetensors only. Convert "
         "other weights with transformers: IJepaModel.from_pretrained(DIR).save_pretrained(NEW_DIR)"

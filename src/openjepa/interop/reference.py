@@ -45,10 +45,11 @@ from torch import nn
 
 from openjepa.config import Config, from_dict, save_config, to_dict
 from openjepa.methods.base import build_method, get_method
+from openjepa.methods.loading import check_fits, check_tensors
 from openjepa.models.vit import VIT_SIZES
 from openjepa.utils.io import UnsafePickleError, load_torch_file
 from openjepa.utils.run_folder import CHECKPOINT_VERSION, CONFIG_NAME, CheckpointManager
-from openjepa.utils.state_dict import load_state_dict_strict, strip_wrapper_prefixes
+from openjepa.utils.state_dict import strip_wrapper_prefixes
 
 __all__ = [
     "REFERENCE_PREDICTOR_RENAMES",
@@ -128,7 +129,7 @@ class IJepaArchitecture:
             method["predictor"] = {"dim": self.pred_dim, "depth": self.pred_depth}
         data = {"dataset": "folder", "image_size": self.image_size, "channels": self.in_chans}
         run = {} if out_dir is None else {"out_dir": str(out_dir)}
-        return from_dict({"method": method, "model": model, "data": data, "run": run})
+        return from_dict({"method": method, "model": model, "data": data, "run": run}, training=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -200,6 +201,11 @@ def infer_architecture(
     """
     enc = {key: _shape(value) for key, value in encoder.items()}
     embed_dim, in_chans, patch_h, patch_w = _get(enc, "patch_embed.proj.weight", "encoder", ndim=4)
+    if min(embed_dim, in_chans, patch_h, patch_w) < 1:
+        raise ValueError(
+            f"encoder 'patch_embed.proj.weight' has shape {enc['patch_embed.proj.weight']}, with an empty "
+            "dimension"
+        )
     if patch_h != patch_w:
         raise ValueError(f"encoder patches are {patch_h}x{patch_w}; openjepa supports square patches only")
     num_positions = _get(enc, "pos_embed", "encoder", ndim=3, last=embed_dim)[1]
@@ -321,14 +327,13 @@ def size_name(embed_dim: int, mlp_hidden_dim: int) -> str:
 def check_state_dict(build: Callable[[], nn.Module], state: Mapping[str, torch.Tensor], name: str) -> None:
     """Strict key and shape check of ``state`` against the module ``build()`` makes, allocating no weights.
 
-    The module is built on the ``meta`` device, so checking a ViT-g costs no memory.
+    The module is built on the ``meta`` device, so checking a ViT-g costs no memory (see
+    :func:`openjepa.methods.loading.check_fits`).
 
     Raises:
         CheckpointMismatchError: Listing missing, unexpected and mis-shaped keys.
     """
-    with torch.device("meta"):
-        module = build()
-    load_state_dict_strict(module, {key: value.to("meta") for key, value in state.items()}, name)
+    check_fits(build, state, name)
 
 
 def convert_reference(
@@ -377,6 +382,7 @@ def _state_dict(raw: Mapping[str, Any], key: str) -> Mapping[str, torch.Tensor]:
     bad = [name for name, value in state.items() if not isinstance(value, torch.Tensor)]
     if bad:
         raise ValueError(f"reference entry {key!r} holds non-tensor values at {bad[:5]}")
+    check_tensors(state, f"reference entry {key!r}")  # shapes become the architecture: they must be real
     return state
 
 

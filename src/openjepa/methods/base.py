@@ -43,6 +43,8 @@ class StepContext:
         global_batch: images per optimizer step over all processes.
         device: where the step runs (the images are already there).
         augment: the run's crop/flip/normalise pipeline (``data.*``), drawn per global batch.
+        micro_batches: how many micro-batches the trainer cuts this process's rows into
+            (``optim.grad_accum``; see :meth:`Method.micro_batches`).
     """
 
     step: int
@@ -52,6 +54,7 @@ class StepContext:
     global_batch: int
     device: torch.device
     augment: PretrainAugment
+    micro_batches: int = 1
 
 
 class StepOutput(NamedTuple):
@@ -90,6 +93,15 @@ class Method(nn.Module):
         Every tensor returned must have the batch as its first dimension.
         """
         return {"images": ctx.augment(images, ctx.step, ctx.rows, ctx.global_batch)}
+
+    def micro_batches(self, batch: dict[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]:
+        """``prepare_batch``'s output cut into the ``n`` micro-batches the trainer runs one after another.
+
+        The default cuts ``n`` consecutive, equal slices of rows. A method whose micro-batches need more
+        than rows (a mask cut to each micro-batch's own length) overrides it.
+        """
+        size = next(iter(batch.values())).shape[0] // n
+        return [{key: value[j * size : (j + 1) * size] for key, value in batch.items()} for j in range(n)]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
         """Loss and metrics of one (micro-)batch of ``prepare_batch``'s output."""

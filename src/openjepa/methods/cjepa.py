@@ -29,7 +29,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from openjepa.config import Config, MethodConfig
+from openjepa.config import Config, ConfigError, MethodConfig, bounded
 from openjepa.data.photometric import ViewPairAugment
 from openjepa.data.transforms import normalize
 from openjepa.losses.jepa import jepa_loss
@@ -54,7 +54,8 @@ class CJEPAConfig(JEPAConfig):
             target blocks; ``B`` pooled context embeddings, the JEPA loss being the invariance; ``C`` two
             photometrically augmented views. C is the default: it learned fastest in the Fashion-MNIST
             study of docs/results.md (B second, at no extra cost per step; A no better than I-JEPA).
-        var_cov: variance and covariance terms on.
+        var_cov: variance and covariance terms on; they are statistics of the step's whole batch (gathered
+            over processes), so they refuse ``optim.grad_accum`` > 1 (unless ``beta_vicreg`` is 0).
         inv: invariance term on (reading B: always, it is the JEPA loss).
         beta_vicreg: weight of the whole VICReg term.
         beta_sim, beta_std, beta_cov: weights of invariance, variance and covariance inside it.
@@ -66,13 +67,54 @@ class CJEPAConfig(JEPAConfig):
     reading: Literal["A", "B", "C"] = "C"
     var_cov: bool = True
     inv: bool = True
-    beta_vicreg: float = _PAPER.vicreg
-    beta_sim: float = _PAPER.sim
-    beta_std: float = _PAPER.std
-    beta_cov: float = _PAPER.cov
-    gamma: float = _PAPER.gamma
-    eps: float = _PAPER.eps
-    projector: tuple[int, ...] | None = None
+    beta_vicreg: float = bounded(_PAPER.vicreg, ge=0)
+    beta_sim: float = bounded(_PAPER.sim, ge=0)
+    beta_std: float = bounded(_PAPER.std, ge=0)
+    beta_cov: float = bounded(_PAPER.cov, ge=0)
+    gamma: float = bounded(_PAPER.gamma, gt=0)
+    eps: float = bounded(_PAPER.eps, gt=0)
+    projector: tuple[int, ...] | None = bounded(None, ge=1)
+
+    def check(self, cfg: Config) -> None:
+        """The switches must leave a C-JEPA, and reading A needs two target blocks.
+
+        Raises:
+            ConfigError: naming the keys and what to change.
+        """
+        if self.reading == "B" and not self.inv:
+            raise ConfigError(
+                "method.inv=false with method.reading=B: reading B uses the JEPA loss itself as the "
+                "invariance term; B without variance/covariance is plain I-JEPA (method=ijepa)"
+            )
+        if not (self.var_cov or self.inv):
+            raise ConfigError(
+                "method.var_cov and method.inv are both false: that is plain I-JEPA (method=ijepa)"
+            )
+        if self.reading == "A" and self.masks.num_targets < 2:
+            raise ConfigError(
+                "method.reading=A puts VICReg between the target blocks of an image, so it needs "
+                f"method.masks.num_targets >= 2, got {self.masks.num_targets}"
+            )
+
+    def check_training(self, cfg: Config) -> None:
+        """The JEPA checks, and VICReg's batch statistics must see the whole batch (no gradient
+        accumulation while they are on).
+
+        Raises:
+            ConfigError: naming the keys and what to change.
+        """
+        super().check_training(cfg)
+        accum = cfg.optim.grad_accum
+        if accum > 1 and self.var_cov and self.beta_vicreg > 0 and (self.beta_std > 0 or self.beta_cov > 0):
+            # Variance and covariance are statistics over the batch: per micro-batch they are other numbers
+            # than over the step's batch, and averaging them over micro-batches does not give those.
+            raise ConfigError(
+                f"optim.grad_accum={accum} with C-JEPA's variance/covariance terms (method.var_cov, "
+                "method.beta_vicreg): they are computed over each micro-batch, so accumulation does not "
+                "reproduce the batch of optim.batch_size; set optim.grad_accum=1 and fit the batch with a "
+                "larger per-process batch or more processes (the terms gather every process's rows), or "
+                "set method.beta_vicreg=0"
+            )
 
 
 def build_projector(in_dim: int, dims: Sequence[int]) -> nn.Module:

@@ -21,10 +21,10 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
-from openjepa.config import Config, MethodConfig
+from openjepa.config import Config, ConfigError, MethodConfig, bounded
 from openjepa.losses.jepa import JEPA_LOSSES
 from openjepa.masks.gather import gather_tokens
-from openjepa.masks.multiblock import MultiBlockMaskSampler
+from openjepa.masks.multiblock import MaskSamplingError, MultiBlockMaskSampler
 from openjepa.methods.base import Method, StepContext
 from openjepa.methods.teacher import ema_update, make_teacher, momentum_at
 from openjepa.models.build import build_encoder
@@ -45,9 +45,9 @@ class PredictorConfig:
             (one sequence per image with an attention mask; cheaper, a different function).
     """
 
-    depth: int = 6
-    dim: int = 96
-    heads: int | None = None
+    depth: int = bounded(6, ge=1)
+    dim: int = bounded(96, ge=1)
+    heads: int | None = bounded(None, ge=1)
     mode: Literal["separate", "joint"] = "separate"
 
 
@@ -63,15 +63,20 @@ class MaskConfig:
         context_aspect: range of the context block's aspect ratio.
         min_keep: fewest patches a context may keep after the target patches are removed.
         allow_overlap: keep the target patches in the context.
+        trim: cut each context to the shortest in its ``group`` (the rows of one forward pass: one
+            micro-batch of one process; the published runs cut within each GPU's batch) or in the whole
+            global ``batch`` (at batch 2048 on a 16x16 grid, about 16 % fewer context patches than groups
+            of 128).
     """
 
-    num_targets: int = 4
-    target_scale: tuple[float, float] = (0.15, 0.2)
-    target_aspect: tuple[float, float] = (0.75, 1.5)
-    context_scale: tuple[float, float] = (0.85, 1.0)
-    context_aspect: tuple[float, float] = (1.0, 1.0)
-    min_keep: int = 10
+    num_targets: int = bounded(4, ge=1)
+    target_scale: tuple[float, float] = bounded((0.15, 0.2), gt=0, le=1, ascending=True)
+    target_aspect: tuple[float, float] = bounded((0.75, 1.5), gt=0, ascending=True)
+    context_scale: tuple[float, float] = bounded((0.85, 1.0), gt=0, le=1, ascending=True)
+    context_aspect: tuple[float, float] = bounded((1.0, 1.0), gt=0, ascending=True)
+    min_keep: int = bounded(10, ge=1)
     allow_overlap: bool = False
+    trim: Literal["group", "batch"] = "group"
 
 
 @dataclass
@@ -88,8 +93,41 @@ class JEPAConfig(MethodConfig):
 
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     masks: MaskConfig = field(default_factory=MaskConfig)
-    ema: tuple[float, float] = (0.996, 1.0)
+    ema: tuple[float, float] = bounded((0.996, 1.0), ge=0, le=1)
     loss: Literal["smooth_l1", "l2"] = "smooth_l1"
+
+    def check_training(self, cfg: Config) -> None:
+        """The mask recipe must keep ``method.masks.min_keep`` context patches on the run's patch grid at
+        every step (:mod:`openjepa.masks.fit`): a recipe that fits only sometimes would stop the run at
+        the same step on every resume.
+
+        Raises:
+            ConfigError: the recipe can fail; naming the keys and what to change.
+        """
+        patch, size = cfg.model.patch_size, cfg.data.image_size
+        if size % patch:
+            return  # the encoder's builder says so, naming both keys
+        try:
+            mask_sampler(self.masks, (size // patch, size // patch), check=True)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
+
+def mask_sampler(masks: MaskConfig, grid: tuple[int, int], check: bool = False) -> MultiBlockMaskSampler:
+    """The sampler of ``method.masks`` on a patch grid; ``check``: prove first that the recipe fits
+    (training configs are checked once by :meth:`JEPAConfig.check_training`)."""
+    return MultiBlockMaskSampler(
+        grid,
+        num_targets=masks.num_targets,
+        target_scale=masks.target_scale,
+        target_aspect=masks.target_aspect,
+        context_scale=masks.context_scale,
+        context_aspect=masks.context_aspect,
+        min_keep=masks.min_keep,
+        allow_overlap=masks.allow_overlap,
+        trim=masks.trim,
+        check=check,
+    )
 
 
 class JEPA(Method):
@@ -137,20 +175,61 @@ class JEPA(Method):
     # ---- the step --------------------------------------------------------------------------------------
 
     def prepare_batch(self, images: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
-        """Crops plus the step's masks: ``images`` (B, C, H, W), ``context`` (B, Kc), ``targets`` (B, M, Kt).
+        """Crops plus the step's masks: ``images`` (B, C, H, W), ``context`` (B, Kc), ``targets`` (B, M, Kt)
+        and ``context_len`` (B,) on the CPU (see :meth:`masks`).
 
         The masks are drawn for the whole global batch from ``(seed, step)`` and sliced to this process's
-        rows, so any number of processes sees the masks one process would.
+        rows, so any number of processes sees the masks one process would, up to where contexts are cut.
         """
         return {"images": ctx.augment(images, ctx.step, ctx.rows, ctx.global_batch), **self.masks(ctx)}
 
     def masks(self, ctx: StepContext) -> dict[str, torch.Tensor]:
-        """This process's rows of the step's masks, on the step's device."""
-        masks = self.sampler(ctx.global_batch, step_generator(ctx.seed ^ Stream.MASKS, ctx.step))
+        """This process's rows of the step's masks, on the step's device (``context_len`` on the CPU).
+
+        Contexts are cut to the shortest in their group, the rows of one forward pass. Rank ``r`` of ``W``
+        holds global rows ``r, r+W, …`` and its micro-batch ``j`` of ``A`` holds every ``A``-th of those
+        from its ``j``-th (:meth:`micro_batches`): global rows ``r + W·j + W·A·k``, i.e. group
+        ``b mod (W·A)`` of the sampler. So a group is the same rows with the same masks for any ``W`` and
+        ``A`` with the same ``W·A``, i.e. the same group size. With one group per process (``A = 1``)
+        ``context`` is exact; otherwise shorter groups are padded up to the longest, and
+        :meth:`micro_batches` cuts each group to its length, known here without reading the device.
+
+        Raises:
+            MaskSamplingError: naming the step and the seed, when an image kept too few context patches.
+        """
+        world = ctx.rows.step or 1
+        generator = step_generator(ctx.seed ^ Stream.MASKS, ctx.step)
+        try:
+            masks = self.sampler(ctx.global_batch, generator, groups=world * ctx.micro_batches)
+        except MaskSamplingError as err:
+            raise MaskSamplingError(
+                f"masks of step {ctx.step + 1} (run.seed={ctx.seed}) failed, and would again on resuming: "
+                f"{err}"
+            ) from None
+        lengths = masks.context_len[ctx.rows]  # (B,), CPU
         return {
-            "context": masks.context[ctx.rows].to(ctx.device, non_blocking=True),  # (B, Kc)
+            "context": masks.context[ctx.rows, : int(lengths.max())].to(ctx.device, non_blocking=True),
             "targets": masks.targets[ctx.rows].to(ctx.device, non_blocking=True),  # (B, M, Kt)
+            "context_len": lengths,
         }
+
+    def micro_batches(self, batch: dict[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]:
+        """Micro-batch ``j`` takes every ``n``-th row from row ``j`` (the groups of :meth:`masks`), its
+        contexts cut to the group's length; ``context_len`` is dropped.
+
+        Raises:
+            ValueError: the masks were cut for another number of micro-batches than ``n``.
+        """
+        lengths = batch["context_len"]
+        parts = []
+        for j in range(n):
+            part = {key: value[j::n] for key, value in batch.items() if key != "context_len"}
+            group = lengths[j::n]  # CPU: no device sync
+            if (group != group[0]).any():
+                raise ValueError(f"the masks were cut for another number of micro-batches than {n}")
+            part["context"] = part["context"][:, : int(group[0])]  # (B/n, Kc of this group)
+            parts.append(part)
+        return parts
 
     @torch.no_grad()
     def targets(self, images: torch.Tensor, target_idx: torch.Tensor) -> torch.Tensor:
@@ -195,16 +274,6 @@ def build_networks(cfg: Config, in_chans: int) -> tuple[VisionTransformer, Predi
         depth=p.depth,
         num_heads=p.heads or encoder.num_heads,
         mode=p.mode,
+        init=cfg.model.init,
     )
-    m = cfg.method.masks
-    sampler = MultiBlockMaskSampler(
-        encoder.grid_size,
-        num_targets=m.num_targets,
-        target_scale=m.target_scale,
-        target_aspect=m.target_aspect,
-        context_scale=m.context_scale,
-        context_aspect=m.context_aspect,
-        min_keep=m.min_keep,
-        allow_overlap=m.allow_overlap,
-    )
-    return encoder, predictor, sampler
+    return encoder, predictor, mask_sampler(cfg.method.masks, encoder.grid_size)

@@ -24,4 +24,5 @@ def build_encoder(model: ModelConfig, image_size: int, in_chans: int) -> VisionT
         num_heads=model.num_heads,
         grad_checkpointing=model.grad_checkpointing,
         patch_init_std=model.patch_init_std,
+        init=model.init,
     )

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from openjepa.models.pos_embed import sincos_2d
-from openjepa.models.vit import Block, init_transformer_weights, rescale_residual_branches
+from openjepa.models.vit import Block, init_bound, init_transformer_weights, rescale_residual_branches
 
 PREDICTOR_MODES = ("separate", "joint")
 
@@ -37,7 +37,9 @@ class Predictor(nn.Module):
         mlp_ratio: MLP hidden width / d.
         qkv_bias: bias on the qkv projection.
         norm_eps: LayerNorm epsilon.
-        init_std: std of the truncated-normal init (also for the mask token).
+        init_std: std of the normal init (also for the mask token).
+        init: weight-init scheme, ``"reference"`` or ``"rescaled"`` (see
+            :func:`openjepa.models.vit.init_transformer_weights`).
         mode: ``"separate"`` or ``"joint"`` (see the module docstring).
     """
 
@@ -55,6 +57,7 @@ class Predictor(nn.Module):
         norm_eps: float = 1e-6,
         init_std: float = 0.02,
         mode: str = "separate",
+        init: str = "reference",
     ):
         super().__init__()
         if mode not in PREDICTOR_MODES:
@@ -72,9 +75,11 @@ class Predictor(nn.Module):
         )
         self.norm = nn.LayerNorm(predictor_dim, eps=norm_eps)
         self.proj = nn.Linear(predictor_dim, embed_dim)
-        init_transformer_weights(self, init_std)
-        nn.init.trunc_normal_(self.mask_token, std=init_std, a=-2 * init_std, b=2 * init_std)
-        rescale_residual_branches(self.blocks)
+        init_transformer_weights(self, init_std, init)
+        bound = init_bound(init_std, init)
+        nn.init.trunc_normal_(self.mask_token, std=init_std, a=-bound, b=bound)
+        if init == "rescaled":
+            rescale_residual_branches(self.blocks)
 
     def forward(
         self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor

@@ -172,11 +172,27 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x)), attn
 
 
-def init_transformer_weights(module: nn.Module, std: float = 0.02) -> None:
-    """Truncated-normal (±2σ) weights for Linear and Conv layers, zero biases, LayerNorm (1, 0)."""
+INIT_SCHEMES = ("reference", "rescaled")
+
+
+def init_transformer_weights(module: nn.Module, std: float = 0.02, scheme: str = "reference") -> None:
+    """Initialise the Linear and Conv weights of ``module`` (zero biases, LayerNorm weight 1 and bias 0).
+
+    Schemes:
+        * ``"reference"``: the weights the published I-JEPA runs trained from: a normal of std ``std``
+          truncated at ±2 in absolute units (at std 0.02 that is ±100σ, so effectively untruncated), and
+          no depth rescale (the reference's model classes rescale, but its model builder then
+          re-initialises every Linear weight, undoing it);
+        * ``"rescaled"``: truncated at ±2σ, and the residual output projections of block i divided by
+          sqrt(2·i) (see :func:`rescale_residual_branches`; called by the model, not here).
+
+    Raises:
+        ValueError: unknown ``scheme``.
+    """
+    bound = init_bound(std, scheme)
     for m in module.modules():
         if isinstance(m, nn.Linear | nn.Conv2d):
-            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            nn.init.trunc_normal_(m.weight, std=std, a=-bound, b=bound)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.LayerNorm):
@@ -184,8 +200,15 @@ def init_transformer_weights(module: nn.Module, std: float = 0.02) -> None:
             nn.init.zeros_(m.bias)
 
 
+def init_bound(std: float, scheme: str) -> float:
+    """The truncation bound of a normal init of ``std`` under ``scheme``."""
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"unknown init scheme {scheme!r}; choose one of {INIT_SCHEMES}")
+    return 2.0 if scheme == "reference" else 2.0 * std
+
+
 def rescale_residual_branches(blocks: nn.ModuleList) -> None:
-    """Divide the output projections of block i (1-based) by sqrt(2·i), as the reference I-JEPA does.
+    """Divide the output projections of block i (1-based) by sqrt(2·i) (the ``"rescaled"`` init).
 
     Keeps the variance of the residual stream from growing with depth at initialisation.
     """
@@ -208,11 +231,13 @@ class VisionTransformer(nn.Module):
         mlp_ratio: MLP hidden width / D.
         qkv_bias: bias on the qkv projection.
         norm_eps: LayerNorm epsilon.
-        init_std: std of the truncated-normal weight init.
+        init_std: std of the normal weight init.
         grad_checkpointing: recompute block activations in backward to save memory.
         patch_init_std: std of the patch-embedding init (None: ``init_std``). With few input values per
             patch (e.g. 4×4×1 = 16) the reference's 0.02 makes the image signal ~10x weaker than the
             position embedding; the small-image recipes use 0.25 so the targets depend on the image.
+        init: weight-init scheme, ``"reference"`` (as the published runs trained) or ``"rescaled"``
+            (see :func:`init_transformer_weights`).
 
     Example:
         >>> enc = vit_tiny(img_size=28, patch_size=4, in_chans=1)
@@ -236,6 +261,7 @@ class VisionTransformer(nn.Module):
         init_std: float = 0.02,
         grad_checkpointing: bool = False,
         patch_init_std: float | None = None,
+        init: str = "reference",
     ):
         super().__init__()
         self.embed_dim = embed_dim
@@ -251,11 +277,12 @@ class VisionTransformer(nn.Module):
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, norm_eps=norm_eps) for _ in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
-        init_transformer_weights(self, init_std)
-        rescale_residual_branches(self.blocks)
+        init_transformer_weights(self, init_std, init)
+        if init == "rescaled":
+            rescale_residual_branches(self.blocks)
         if patch_init_std is not None:
-            w = self.patch_embed.proj.weight
-            nn.init.trunc_normal_(w, std=patch_init_std, a=-2 * patch_init_std, b=2 * patch_init_std)
+            bound = init_bound(patch_init_std, init)
+            nn.init.trunc_normal_(self.patch_embed.proj.weight, std=patch_init_std, a=-bound, b=bound)
 
     def embed(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
         """Patch-embed and add positions; with ``indices`` (B, K) keep only those patches → (B, K, D)."""

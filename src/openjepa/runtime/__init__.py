@@ -28,11 +28,13 @@ class Runtime:
         return autocast(self.device, self.amp_dtype)
 
 
-def build_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
-    """Resolve ``device`` and ``precision`` names; under ``torchrun``, join the process group and take the
-    local GPU (``cuda:LOCAL_RANK``)."""
+def build_runtime(
+    device: str = "auto", precision: str = "auto", dist_timeout: float | None = None
+) -> Runtime:
+    """Resolve ``device`` and ``precision`` names; under ``torchrun``, join the process group (collectives
+    time out after ``dist_timeout`` seconds) and take the local GPU (``cuda:LOCAL_RANK``)."""
     dev = resolve_device(device)
-    dist = init_distributed(dev.type)
+    dist = init_distributed(dev.type, dist_timeout)
     if dev.type == "cuda" and dist.enabled:
         dev = torch.device("cuda", dist.local_rank)
     return Runtime(dev, resolve_precision(precision, dev), dist)

@@ -13,24 +13,36 @@ from pathlib import Path
 
 import torch
 
-DEVICES = ("auto", "cpu", "cuda")
+from openjepa.config.sections import DEVICE_NAMES, is_device_name
+
+DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` (cuda when available, else cpu), ``cpu``, ``cuda`` or ``cuda:N`` as a ``torch.device``.
+    """``auto`` (cuda when available, else cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` as a device.
 
     Raises:
-        ValueError: the name is not a device, or CUDA was asked for on a machine without it.
+        ValueError: the name is not one of those, or names a device this machine does not have.
     """
+    if not is_device_name(name):
+        raise ValueError(f"unknown device {name!r}; use {DEVICE_NAMES}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but no CUDA device is available; use cpu or auto")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {name!r} was asked for but no CUDA device is available; use cpu or auto"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"device {name!r} was asked for but this machine has {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}; use one of those, or cuda"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} was asked for but no MPS device is available; use cpu or auto")
     return device
 
 

@@ -17,7 +17,9 @@ implements config keys names them in ``handles``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
+
+from openjepa.utils.progress import DEFAULT_INTERVAL, Progress, progress
 
 if TYPE_CHECKING:
     from openjepa.train.trainer import Trainer
@@ -55,17 +57,30 @@ class Callback:
 
 
 class ProgressBar(Callback):
-    """A tqdm bar of the run's steps on the main process, with the loss, LR and images/s of the last log."""
+    """Progress of the run's steps on the main process, with the loss, LR and images/s of the last log.
 
-    def __init__(self) -> None:
-        self.bar: Any = None
+    A live bar on a terminal; where the output is a file (a CI or cluster log), a plain status line every
+    ``interval`` seconds and one at the end (see :func:`openjepa.utils.progress.progress`).
+
+    Args:
+        interval: seconds between two status lines when the output is not a terminal.
+        stream: where to write (None: standard error).
+    """
+
+    def __init__(self, interval: float = DEFAULT_INTERVAL, stream: IO[str] | None = None) -> None:
+        self.interval = interval
+        self.stream = stream
+        self.bar: Progress[Any] | None = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
         if trainer.runtime.dist.is_main:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(
-                total=trainer.end_step, initial=trainer.step, desc="pretrain", unit="step", dynamic_ncols=True
+            self.bar = progress(
+                total=trainer.end_step,
+                initial=trainer.step,
+                desc="pretrain",
+                unit="step",
+                stream=self.stream,
+                interval=self.interval,
             )
 
     def on_step_end(self, trainer: Trainer) -> None:

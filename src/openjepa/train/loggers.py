@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from openjepa.config import to_dict
 from openjepa.train.callbacks import Callback
+from openjepa.utils.metrics_file import format_metrics_line, rewrite_metrics, scan_metrics
 from openjepa.utils.run_folder import METRICS_NAME
 
 if TYPE_CHECKING:
@@ -118,8 +119,10 @@ class RunLogger:
 class JsonlLogger(RunLogger):
     """One JSON object per line, ``{"step": N, <metrics>}``, in ``RUN/metrics.jsonl``.
 
-    Every value is written as given (flags such as ``"monitor": true`` included), so a value JSON cannot
-    represent fails loudly.
+    Every value is written as given (flags such as ``"monitor": true`` included), except that NaN and
+    infinities become ``null`` (they are not JSON); a value JSON cannot represent at all fails loudly. Each
+    line goes to the file in one unbuffered write, so a process killed mid-write leaves at most one torn
+    last line, which the next resume drops (``truncate_metrics``).
 
     Config and checkpoints are not written here: the run folder already holds ``config.yaml`` and
     ``checkpoints/``.
@@ -133,14 +136,16 @@ class JsonlLogger(RunLogger):
     def __init__(self, path: str | Path, append: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a" if append else "w", encoding="utf-8")
+        # unbuffered binary appends: one write call per whole line, nothing held back in a buffer
+        self._file = self.path.open("ab" if append else "wb", buffering=0)
+        if append and not _ends_cleanly(self.path):
+            self._file.write(b"\n")  # a torn last line must not run into the first new one
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
         flat = flatten_metrics(metrics, numeric_only=False)
         if not flat:
             return
-        self._file.write(json.dumps({"step": step, **flat}) + "\n")
-        self._file.flush()  # a crash loses no logged line
+        self._file.write(format_metrics_line({"step": step, **flat}).encode("utf-8"))
 
     def close(self) -> None:
         self._file.close()
@@ -385,13 +390,34 @@ class LoggerCallback(Callback):
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Keep only the metrics lines of steps up to ``step`` (a resumed run logs the rest again)."""
+    """Keep only the metrics lines of steps up to ``step`` (a resumed run logs the rest again).
+
+    Unreadable lines never stop the resume: a torn last line (the previous run was killed while writing
+    it) is dropped with one line of notice, damaged lines before it are dropped with a warning naming the
+    file and line numbers. The file is rewritten atomically, and only when something is dropped (or its last
+    line lacks a newline).
+
+    Args:
+        path: the run's ``metrics.jsonl``; nothing happens when it is missing.
+        step: the step the run resumes from.
+    """
     if not path.is_file():
         return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-    if len(kept) != len(lines):
-        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    scan = scan_metrics(path)  # warns about damaged lines
+    if scan.torn_last:
+        print(f"{path}: dropped its incomplete last line (the previous run stopped while writing it)")
+    kept = [line for line in scan.lines if line.row.get("step", 0) <= step]
+    if len(kept) != len(scan.lines) or scan.damaged or scan.torn_last or not scan.ends_cleanly:
+        rewrite_metrics(scan, kept)
+
+
+def _ends_cleanly(path: Path) -> bool:
+    """Whether ``path`` is empty or ends with a newline."""
+    with path.open("rb") as f:
+        if f.seek(0, 2) == 0:
+            return True
+        f.seek(-1, 2)
+        return f.read(1) == b"\n"
 
 
 def _require(name: str) -> None:

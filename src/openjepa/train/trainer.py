@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,15 +37,25 @@ from torch.utils.data import Dataset
 from openjepa.config import Config, check_config, save_config, to_dict
 from openjepa.data.augment import PretrainAugment
 from openjepa.data.datasets import build_dataset, dataset_channels
+from openjepa.data.datasets.folder import CropSpec, ImageFolder
 from openjepa.data.stream import StepBatches
 from openjepa.data.transforms import normalization_stats
 from openjepa.methods.base import Method, StepContext, build_method, get_method
 from openjepa.rng import rng_state, set_rng_state
 from openjepa.runtime import Runtime, build_runtime
-from openjepa.runtime.distributed import all_reduce_mean, barrier
+from openjepa.runtime.distributed import (
+    ProcessGroupError,
+    all_reduce_mean,
+    any_process,
+    barrier,
+    is_collective_failure,
+    launched_by_torchrun,
+)
 from openjepa.train.callbacks import Callback, ProgressBar
 from openjepa.train.loggers import LoggerCallback
 from openjepa.train.optim import build_optimizer, build_schedules, set_hyperparams
+from openjepa.train.signals import StopSignals, TrainingInterrupted
+from openjepa.utils.lock import RunFolderBusyError, RunLock, describe_stale
 from openjepa.utils.run_folder import (
     CHECKPOINT_VERSION,
     CONFIG_NAME,
@@ -59,6 +70,26 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped without writing a checkpoint."""
 
 
+class NonFiniteStateError(NonFiniteLossError):
+    """The weights or the optimizer state became NaN or infinite (with a finite loss); nothing was saved."""
+
+
+def nonfinite_names(named: list[tuple[str, torch.Tensor]]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or infinity, in order (one host sync per device)."""
+    floats = [(name, t) for name, t in named if t.is_floating_point() or t.is_complex()]
+    if not floats:
+        return []
+    by_device: dict[torch.device, list[int]] = {}
+    for i, (_, t) in enumerate(floats):
+        by_device.setdefault(t.device, []).append(i)
+    finite = [True] * len(floats)
+    for indices in by_device.values():
+        flags = torch.stack([torch.isfinite(floats[i][1]).all() for i in indices]).tolist()
+        for i, ok in zip(indices, flags, strict=True):
+            finite[i] = ok
+    return [name for (name, _), ok in zip(floats, finite, strict=True) if not ok]
+
+
 @dataclass
 class StepResult:
     """What one optimizer step returns: the loss and metrics (averaged over processes, still tensors, so
@@ -70,17 +101,33 @@ class StepResult:
 
 
 def build_train_data(cfg: Config) -> Dataset:
-    """The training split of ``cfg.data`` (image folders decoded at 8/7 of the crop side)."""
+    """The training split of ``cfg.data``.
+
+    Image folders draw each training crop on the original image while decoding (``data.image_size``,
+    ``data.crop_scale``, from the run seed, the step and the row of the global batch); read by index, as
+    the online monitor does, they give the image resized to 8/7 of ``data.image_size`` and centre-cropped.
+    """
     d = cfg.data
     decode = {"folder": round(d.image_size * 8 / 7), "synthetic": d.image_size}.get(d.dataset)
-    return build_dataset(d.dataset, d.root, "train", channels=d.channels, image_size=decode)
+    dataset = build_dataset(d.dataset, d.root, "train", channels=d.channels, image_size=decode)
+    if isinstance(dataset, ImageFolder):
+        dataset.crop = CropSpec(d.image_size, (d.crop_scale[0], d.crop_scale[1]), cfg.run.seed)
+    return dataset
 
 
-def build_augment(cfg: Config, channels: int) -> PretrainAugment:
-    """The run's crops: ``data.image_size``, ``data.crop_scale``, ``data.flip``, the dataset's statistics."""
+def build_augment(cfg: Config, channels: int, dataset: Dataset | None = None) -> PretrainAugment:
+    """The run's crops: ``data.image_size``, ``data.crop_scale``, ``data.flip``, the dataset's statistics.
+
+    A dataset that crops while loading (an image folder with a ``crop``, see :func:`build_train_data`) gets
+    only the flips and the normalisation here; without ``dataset``, ``data.dataset`` decides.
+    """
     d = cfg.data
     mean, std = normalization_stats(d.dataset, channels)
-    return PretrainAugment(d.image_size, mean, std, d.crop_scale, d.flip, cfg.run.seed)
+    if dataset is None:
+        crop_on_load = d.dataset == "folder"
+    else:
+        crop_on_load = getattr(dataset, "crop", None) is not None
+    return PretrainAugment(d.image_size, mean, std, d.crop_scale, d.flip, cfg.run.seed, crop_on_load)
 
 
 def wrap_for_training(method: Method, runtime: Runtime, compile: bool) -> nn.Module:
@@ -111,7 +158,7 @@ class Trainer:
     def __init__(self, cfg: Config, callbacks: Iterable[Callback] = (), dataset: Dataset | None = None):
         check_config(cfg)
         self.cfg = cfg
-        self.runtime = build_runtime(cfg.run.device, cfg.run.precision)
+        self.runtime = build_runtime(cfg.run.device, cfg.run.precision, cfg.run.dist_timeout)
         self.device = self.runtime.device
         self.out_dir = Path(cfg.run.out_dir)
         dist, o = self.runtime.dist, cfg.optim
@@ -133,7 +180,10 @@ class Trainer:
                 f"is not divisible by optim.grad_accum={o.grad_accum}"
             )
         channels = dataset_channels(self.dataset)
-        self.augment = build_augment(cfg, channels)
+        if isinstance(self.dataset, ImageFolder) and self.dataset.crop is None:  # a folder passed in
+            scale = (cfg.data.crop_scale[0], cfg.data.crop_scale[1])
+            self.dataset.crop = CropSpec(cfg.data.image_size, scale, cfg.run.seed)
+        self.augment = build_augment(cfg, channels, self.dataset)
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
         self.method = build_method(cfg, channels).to(self.device)
         self.optimizer = build_optimizer(self.method, o)
@@ -229,6 +279,7 @@ class Trainer:
             self.cfg.optim.batch_size,
             self.device,
             self.augment,
+            self.cfg.optim.grad_accum,
         )
 
     def train_step(self, step: int, images: torch.Tensor) -> StepResult:
@@ -237,11 +288,9 @@ class Trainer:
         hp = self.schedules.at(step)
         set_hyperparams(self.optimizer, hp["lr"], hp["wd"])
         batch = self.method.prepare_batch(images.to(self.device, non_blocking=True), self.step_context(step))
-        micro = next(iter(batch.values())).shape[0] // o.grad_accum
         loss_sum = torch.zeros((), device=self.device)
         metric_sums: dict[str, torch.Tensor] = {}
-        for j in range(o.grad_accum):
-            part = {key: value[j * micro : (j + 1) * micro] for key, value in batch.items()}
+        for j, part in enumerate(self.method.micro_batches(batch, o.grad_accum)):
             # gradients are averaged across processes only on the last micro-batch
             skip_sync = dist.enabled and j < o.grad_accum - 1
             with self.forward.no_sync() if skip_sync else contextlib.nullcontext():  # type: ignore[operator]
@@ -264,57 +313,139 @@ class Trainer:
         )
 
     def fit(self) -> dict[str, Any]:
-        """Train until the schedule ends (or ``run.max_steps``); returns a summary of the run."""
-        cfg = self.cfg
+        """Train until the schedule ends (or ``run.max_steps``); returns a summary of the run.
+
+        The main process holds the run folder's lock for the whole run (a second run on the same folder
+        fails at once). SIGTERM and Ctrl-C save ``latest.pt`` at the current step and raise
+        :class:`TrainingInterrupted`.
+
+        Raises:
+            RunFolderBusyError: another live run holds ``run.out_dir``.
+            NonFiniteLossError: the loss, or the weights about to be saved, are not finite.
+            TrainingInterrupted: stopped by a signal after saving.
+            CheckpointWriteError: a checkpoint could not be written (the previous one is intact).
+        """
+        dist = self.runtime.dist
+        lock = RunLock(self.out_dir)
+        error: Exception | None = None
+        if dist.is_main:
+            try:
+                lock.acquire()
+            except ValueError as err:
+                error = err
+        if any_process(error is not None, dist, self.device):
+            raise error or RunFolderBusyError(f"run folder {self.out_dir} could not be locked (see rank 0)")
+        try:
+            if dist.is_main:
+                self._clean_run_folder(lock)
+            return self._fit()
+        finally:
+            lock.release()
+
+    def _clean_run_folder(self, lock: RunLock) -> None:
+        if lock.took_over is not None:
+            print(f"{self.out_dir}: {describe_stale(lock.took_over)}")
+        files, nbytes = self.checkpoints.sweep_temp_files()
+        if files:
+            size = f"{nbytes / 2**20:.1f} MB"
+            print(f"{self.out_dir}: removed {files} temporary file(s) of interrupted writes ({size})")
+
+    def _fit(self) -> dict[str, Any]:
+        cfg, dist = self.cfg, self.runtime.dist
         resumed = self.resume()
         start = self.step
-        if self.runtime.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+        if dist.is_main:
             save_config(cfg, self.out_dir / CONFIG_NAME)
             if resumed:
                 print(f"resuming {self.out_dir} at step {self.step}/{self.end_step}")
-        last_loss = math.nan
+        if start >= self.end_step and dist.is_main:
+            print(f"{self.out_dir} is already at step {self.step}/{self.end_step}: nothing to train")
+        last_loss: float | None = None
         try:
             self._emit("on_fit_start")
-            t_last, images_since = time.perf_counter(), 0
-            for step, images in self.stream.iterate(self.step, self.end_step):
-                result = self.train_step(step, images)
-                loss = result.loss.item()
-                if not math.isfinite(loss):
-                    last = self.checkpoints.latest_path()
-                    raise NonFiniteLossError(
-                        f"loss is {loss} at step {step + 1}; stopped without saving. Last good checkpoint: "
-                        f"{last if last is not None else 'none (no checkpoint was written yet)'}. "
-                        "Try a lower optim.lr, optim.clip_grad, or run.precision=fp32."
-                    )
-                self.step, last_loss = step + 1, loss
-                images_since += cfg.optim.batch_size
-                if self.step % cfg.run.log_every == 0 or self.step == self.end_step:
-                    now = time.perf_counter()
-                    self.log(
-                        {
+            with StopSignals(watch_parent=launched_by_torchrun()) as stop:
+                t_last, images_since = time.perf_counter(), 0
+                for step, images in self.stream.iterate(self.step, self.end_step):
+                    result = self.train_step(step, images)
+                    loss = result.loss.item()
+                    if not math.isfinite(loss):
+                        raise NonFiniteLossError(
+                            f"loss is {loss} at step {step + 1}; stopped without saving. "
+                            f"{self._last_good()} Try a lower optim.lr, optim.clip_grad, or "
+                            "run.precision=fp32."
+                        )
+                    self.step, last_loss = step + 1, loss
+                    images_since += cfg.optim.batch_size
+                    if self.step % cfg.run.log_every == 0 or self.step == self.end_step:
+                        now = time.perf_counter()
+                        record = {
                             "epoch": round(self.epoch, 4),
                             "loss": loss,
                             **result.hyperparams,
                             "images_per_s": round(images_since / (now - t_last), 2),
                             **{key: value.item() for key, value in result.metrics.items()},
                         }
-                    )
-                    t_last, images_since = now, 0
-                self._emit("on_step_end")
-                if self.step % cfg.run.checkpoint_every == 0 and self.step != self.end_step:
-                    self.save()
+                        if self.stream.skipped_images:  # unreadable files replaced so far
+                            record["skipped_images"] = self.stream.skipped_images
+                        self.log(record)
+                        t_last, images_since = now, 0
+                    self._emit("on_step_end")
+                    if any_process(stop.requested(), dist, self.device):
+                        path = self.save()
+                        reason = stop.reason or "stopped by another process"
+                        raise TrainingInterrupted(stop.signum or signal.SIGTERM, self.step, path, reason)
+                    if self.step % cfg.run.checkpoint_every == 0 and self.step != self.end_step:
+                        self.save()
+            if self.stream.skipped_images and dist.is_main:
+                print(
+                    f"{self.stream.skipped_images} unreadable image(s) were skipped (each replaced by the "
+                    "next readable one; the warnings name them); counted as skipped_images in metrics.jsonl"
+                )
             if self.step > start:
                 latest = self.save()
                 self._emit("on_checkpoint", latest, ["latest"], {"step": self.step, "loss": last_loss})
+        except RuntimeError as err:
+            if not (dist.enabled and is_collective_failure(err)) or isinstance(err, NonFiniteLossError):
+                raise
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ProcessGroupError(
+                f"rank {dist.rank}: the processes lost each other after step {self.step} (a collective did "
+                f"not complete within run.dist_timeout={cfg.run.dist_timeout:g} s: another process is "
+                f"stopped, hung or dead; {reason[:200]}). {self._last_good()} Restart the job to resume."
+            ) from None
         finally:
             self._emit("on_fit_end")
+        return self._summary(last_loss)
+
+    def _summary(self, loss: float | None) -> dict[str, Any]:
+        """What ``fit`` returns (``loss``: the last step's, None when this call trained no step)."""
         return {
             "out_dir": str(self.out_dir),
             "step": self.step,
             "total_steps": self.total_steps,
-            "loss": last_loss,
+            "loss": loss,
         }
+
+    def _last_good(self) -> str:
+        last = self.checkpoints.latest_path()
+        return f"Last good checkpoint: {last if last is not None else 'none (none was written yet)'}."
+
+    def check_finite(self) -> None:
+        """Refuse to save weights or optimizer state holding NaN or infinity (one host sync).
+
+        Raises:
+            NonFiniteStateError: naming the first such tensor and how many there are.
+        """
+        named = [(f"model.{k}", v) for k, v in self.method.state_dict().items()]
+        for i, per_param in self.optimizer.state_dict()["state"].items():
+            named += [(f"optimizer.state.{i}.{k}", v) for k, v in per_param.items() if torch.is_tensor(v)]
+        bad = nonfinite_names(named)
+        if bad:
+            raise NonFiniteStateError(
+                f"after step {self.step}, {len(bad)} tensor(s) hold NaN or infinite values (first: {bad[0]}) "
+                f"although the loss was finite; stopped without saving. {self._last_good()} Try a lower "
+                "optim.lr, optim.clip_grad, or run.precision=fp32."
+            )
 
     # ---- what callbacks use ---------------------------------------------------------------------------
 
@@ -323,7 +454,9 @@ class Trainer:
         self._emit("on_log", record, self.step)
 
     def save(self) -> Path:
-        """Write ``latest.pt`` (main process; every process waits for it)."""
+        """Write ``latest.pt`` (main process; every process waits for it) after checking that every weight
+        and optimizer value is finite (on every process, so all stop together)."""
+        self.check_finite()
         path = self.checkpoints.checkpoint_dir / "latest.pt"
         if self.runtime.dist.is_main:
             path = self.checkpoints.save(self.state_dict(), self.step)
@@ -332,6 +465,7 @@ class Trainer:
 
     def save_best(self, metadata: dict[str, Any]) -> None:
         """Write ``best.pt`` (call on the main process) and tell the callbacks."""
+        self.check_finite()
         path = self.checkpoints.save_best(self.state_dict())
         self._emit("on_checkpoint", path, ["best"], metadata)
 

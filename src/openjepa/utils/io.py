@@ -5,6 +5,12 @@ a temporary file in the same folder, flushed and fsynced, then renamed over the 
 leaves the old file or the new one, never a partial one. Every ``torch.load`` goes through
 :func:`load_torch_file`, which reads with ``weights_only=True``: only tensors, plain containers and scalars
 come back, and a file that needs arbitrary unpickling is refused with :class:`UnsafePickleError`.
+
+Every file :func:`save_torch_file` writes carries a CRC-32 of the bytes behind each of its tensors (nested
+ones included, e.g. optimizer state) under the top-level key ``"checksums"``; :func:`load_torch_file` checks
+them and removes the key, so a file whose tensor bytes changed on disk or in a copy is refused with
+:class:`DamagedFileError` instead of loading silently wrong weights. Files without the key (older
+checkpoints, files from elsewhere) load as before.
 """
 
 from __future__ import annotations
@@ -16,15 +22,16 @@ import secrets
 import shutil
 import warnings
 import zipfile
+import zlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-_TMP_PREFIX = ".tmp-"
+TMP_PREFIX = ".tmp-"
 
 # Exact types (not subclasses: ``numpy.float64`` subclasses ``float`` and a namedtuple subclasses
 # ``tuple``, yet both pickle as arbitrary classes) that ``torch.load(weights_only=True)`` accepts.
@@ -53,8 +60,22 @@ CONVERT_HINT = (
 )
 
 
+#: Top-level key of the tensor checksums that :func:`save_torch_file` adds and :func:`load_torch_file` checks.
+CHECKSUM_KEY = "checksums"
+_CHECKSUM_ALGORITHM = "crc32"
+DAMAGED_HINT = "re-copy it or resume from another checkpoint"
+
+
 class UnsafePickleError(ValueError):
     """A file cannot be read without unpickling arbitrary Python objects, which could run code."""
+
+
+class FolderNotFileError(IsADirectoryError, ValueError):
+    """A folder was given where a file is expected (a ``ValueError`` too, so it is reported as bad input)."""
+
+
+class DamagedFileError(ValueError):
+    """A file's tensor bytes differ from the checksums stored when it was written."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -113,6 +134,9 @@ def atomic_link_or_copy(src: Path, dst: Path) -> None:
 def save_torch_file(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``state`` with ``torch.save``, atomically, after checking that it loads with ``weights_only``.
 
+    The file also gets ``state[CHECKSUM_KEY]``: the CRC-32 of the bytes behind every tensor, which
+    :func:`load_torch_file` verifies (and removes); ``state`` itself is not changed.
+
     Args:
         state: Must hold only tensors, ``dict``/``list``/``tuple`` containers and plain scalars.
         path: Destination file; parent folders are created.
@@ -120,13 +144,20 @@ def save_torch_file(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
     Raises:
         TypeError: ``state`` is not a ``dict`` or holds a value ``weights_only`` loading would refuse; the
             message names the key path, e.g. ``state['metrics']['loss']: numpy.float64``.
+        ValueError: ``state`` has its own ``"checksums"`` entry (the key is reserved).
     """
     if not isinstance(state, dict):
         raise TypeError(f"checkpoint state must be a dict, got {type(state).__name__}")
     _check_weights_only_loadable(state, "state")
+    if CHECKSUM_KEY in state and not _is_checksum_entry(state[CHECKSUM_KEY]):
+        raise ValueError(
+            f"state key {CHECKSUM_KEY!r} is reserved for the tensor checksums openjepa adds; rename it"
+        )
+    body = {key: value for key, value in state.items() if key != CHECKSUM_KEY}
+    stamped = {**body, CHECKSUM_KEY: {"algorithm": _CHECKSUM_ALGORITHM, "tensors": tensor_checksums(body)}}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(path, lambda f: torch.save(stamped, f))
     return path
 
 
@@ -156,15 +187,16 @@ def load_torch_file(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        IsADirectoryError: ``path`` is a folder.
+        FolderNotFileError: ``path`` is a folder (an ``IsADirectoryError`` and a ``ValueError``).
         UnsafePickleError: the file holds arbitrary Python objects and ``trust_pickle`` is False.
+        DamagedFileError: the file carries tensor checksums and a tensor's bytes do not match them.
         ValueError: the file is truncated, corrupt, not written by ``torch.save``, or not a dict.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.is_dir():
-        raise IsADirectoryError(
+        raise FolderNotFileError(
             f"{path} is a folder, not a checkpoint file; for a run folder use "
             "openjepa.utils.run_folder.find_checkpoint() (or read_checkpoint())"
         )
@@ -197,7 +229,79 @@ def load_torch_file(
         raise _corrupt_error(path, err) from err
     if not isinstance(obj, dict):
         raise ValueError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict")
+    if CHECKSUM_KEY in obj:
+        verify_checksums(obj, obj.pop(CHECKSUM_KEY), path)
     return obj
+
+
+# --------------------------------------------------------------------------------------------------
+# Checksums
+# --------------------------------------------------------------------------------------------------
+
+
+def tensor_checksums(state: Any) -> dict[str, int]:
+    """CRC-32 of the bytes behind every tensor in a nested structure, by key path (``['model']['w']``).
+
+    The checksum covers the tensor's whole storage, which is what ``torch.save`` writes, so it costs no
+    copy on CPU and catches damage anywhere in the stored bytes. Tensors sharing a storage are hashed once.
+    Meta and sparse tensors (no plain bytes) are skipped.
+
+    Example:
+        >>> tensor_checksums({"model": {"w": torch.zeros(2)}})
+        {"['model']['w']": 1696784233}
+    """
+    done: dict[tuple[str, int, int], int] = {}
+    sums = {}
+    for where, tensor in _walk_tensors(state, ""):
+        if tensor.layout != torch.strided or tensor.device.type == "meta":
+            continue
+        storage = tensor.untyped_storage()
+        key = (str(storage.device), storage.data_ptr(), storage.nbytes())
+        if key not in done:
+            done[key] = zlib.crc32(_storage_bytes(storage))
+        sums[where] = done[key]
+    return sums
+
+
+def tensor_crc32(tensor: torch.Tensor) -> int:
+    """CRC-32 of a tensor's own bytes in row-major order (what a safetensors file stores)."""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    return zlib.crc32(_buffer(flat.view(torch.uint8)))
+
+
+def verify_checksums(state: dict[str, Any], entry: Any, path: str | os.PathLike[str]) -> None:
+    """Check ``state`` against the checksum ``entry`` that :func:`save_torch_file` stored with it.
+
+    Raises:
+        DamagedFileError: a tensor's bytes differ, a tensor was added or lost, or ``entry`` is not in the
+            format openjepa writes; the message names the file and the first bad tensor.
+    """
+    if not _is_checksum_entry(entry):
+        algorithm = entry.get("algorithm") if isinstance(entry, dict) else None
+        if isinstance(algorithm, str) and algorithm != _CHECKSUM_ALGORITHM:
+            raise DamagedFileError(
+                f"{path} carries {algorithm!r} checksums, which this openjepa cannot check; upgrade openjepa"
+            )
+        raise DamagedFileError(
+            f"{path} is damaged: its {CHECKSUM_KEY!r} entry is not in the format openjepa writes; "
+            f"{DAMAGED_HINT}"
+        )
+    expected = entry["tensors"]
+    actual = tensor_checksums(state)
+    for where, crc in actual.items():
+        if where not in expected:
+            raise DamagedFileError(
+                f"{path} is damaged: tensor {where} has no stored checksum (the file's structure changed "
+                f"after it was written); {DAMAGED_HINT}"
+            )
+        if expected[where] != crc:
+            raise DamagedFileError(
+                f"{path} is damaged: the bytes of tensor {where} differ from the checksum stored when it "
+                f"was written; {DAMAGED_HINT}"
+            )
+    lost = [where for where in expected if where not in actual]
+    if lost:
+        raise DamagedFileError(f"{path} is damaged: tensor {lost[0]} is missing; {DAMAGED_HINT}")
 
 
 def unsafe_message(path: Path, culprit: str | None, hint: str = CONVERT_HINT) -> str:
@@ -222,7 +326,7 @@ def _create_temp(path: Path) -> tuple[Path, int]:
     so the final file has the same permissions as any other file the user creates.
     """
     while True:
-        tmp = path.parent / f"{_TMP_PREFIX}{path.name}.{secrets.token_hex(6)}"
+        tmp = path.parent / f"{TMP_PREFIX}{path.name}.{secrets.token_hex(6)}"
         try:
             return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         except FileExistsError:
@@ -273,6 +377,42 @@ def _check_weights_only_loadable(obj: Any, where: str) -> None:
         f"{where}: {kind.__module__}.{kind.__qualname__} cannot be loaded with weights_only=True; "
         "checkpoints may hold only tensors, dict/list/tuple and int/float/bool/str/None "
         "(convert e.g. numpy values with .item() or torch.from_numpy)"
+    )
+
+
+def _walk_tensors(obj: Any, where: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor in nested dicts, lists and tuples, with its key path (``['optimizer']['state'][0]``)."""
+    if isinstance(obj, torch.Tensor):
+        yield where, obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _walk_tensors(value, f"{where}[{key!r}]")
+    elif isinstance(obj, list | tuple):
+        for i, value in enumerate(obj):
+            yield from _walk_tensors(value, f"{where}[{i}]")
+
+
+def _storage_bytes(storage: torch.UntypedStorage) -> memoryview:
+    """The bytes of ``storage`` as a buffer, without a copy on CPU."""
+    if storage.device.type != "cpu":
+        storage = storage.cpu()
+    flat = torch.empty(0, dtype=torch.uint8)
+    flat.set_(storage, 0, (storage.nbytes(),), (1,))  # a uint8 view over the whole storage
+    return _buffer(flat)
+
+
+def _buffer(flat: torch.Tensor) -> memoryview:
+    """A contiguous 1-D uint8 CPU tensor as a buffer, without a copy."""
+    return memoryview(flat.numpy())  # type: ignore[arg-type]
+
+
+def _is_checksum_entry(entry: Any) -> bool:
+    """Whether ``entry`` is a checksum dict as :func:`save_torch_file` writes it."""
+    return (
+        isinstance(entry, dict)
+        and entry.get("algorithm") == _CHECKSUM_ALGORITHM
+        and isinstance(entry.get("tensors"), dict)
+        and all(isinstance(k, str) and type(v) is int for k, v in entry["tensors"].items())
     )
 
 

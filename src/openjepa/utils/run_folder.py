@@ -16,13 +16,16 @@ migrated on read (:func:`read_checkpoint`), so old run folders keep loading.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from openjepa.config import Config, from_dict, migrate_config
-from openjepa.utils.io import atomic_link_or_copy, load_torch_file, save_torch_file
+from openjepa.utils.io import TMP_PREFIX, atomic_link_or_copy, load_torch_file, save_torch_file
 
 #: Version of the checkpoint layout written by this code; 1 had the config's old layout and a top-level
 #: ``best_knn``.
@@ -35,6 +38,10 @@ CHECKPOINT_SUBDIR = "checkpoints"
 LATEST_NAME = "latest.pt"
 BEST_NAME = "best.pt"
 _MILESTONE_RE = re.compile(r"^step_(\d+)\.pt$")
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, quota, permissions); the previous one is intact."""
 
 
 class CheckpointManager:
@@ -75,12 +82,47 @@ class CheckpointManager:
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"step must be a non-negative int, got {step!r}")
         latest = self.checkpoint_dir / LATEST_NAME
-        if self.keep_every_steps is not None and step % self.keep_every_steps == 0:
-            milestone = save_torch_file(state, self.milestone_path(step))
-            atomic_link_or_copy(milestone, latest)
-        else:
-            save_torch_file(state, latest)
+        with self._write_errors(latest):
+            if self.keep_every_steps is not None and step % self.keep_every_steps == 0:
+                milestone = save_torch_file(state, self.milestone_path(step))
+                atomic_link_or_copy(milestone, latest)
+            else:
+                save_torch_file(state, latest)
         return latest
+
+    @contextlib.contextmanager
+    def _write_errors(self, path: Path) -> Iterator[None]:
+        """Turn a failed write (torch reports a full disk as a RuntimeError) into one clear error."""
+        try:
+            yield
+        except (OSError, RuntimeError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            try:
+                free = f"{shutil.disk_usage(self.checkpoint_dir).free / 2**20:.0f} MB free"
+            except OSError:
+                free = "free space unknown"
+            previous = "the previous checkpoint is intact" if path.is_file() else "no checkpoint was kept"
+            raise CheckpointWriteError(
+                f"could not write {path} ({reason}; {free} in {self.checkpoint_dir}): {previous}. Free "
+                "disk space (or fix the folder's permissions) and run the same command to resume"
+            ) from None
+
+    def sweep_temp_files(self) -> tuple[int, int]:
+        """Remove the temporary files of interrupted writes (``.tmp-*``) from the run folder and its
+        checkpoints; call only while holding the run folder's lock. Returns ``(files, bytes)`` removed."""
+        count = size = 0
+        for folder in (self.run_dir, self.checkpoint_dir):
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                if path.name.startswith(TMP_PREFIX) and path.is_file() and not path.is_symlink():
+                    try:
+                        nbytes = path.stat().st_size
+                        path.unlink()
+                    except OSError:
+                        continue
+                    count, size = count + 1, size + nbytes
+        return count, size
 
     def best_path(self) -> Path:
         """Where the best checkpoint (by online kNN) is kept: ``checkpoints/best.pt``."""
@@ -88,7 +130,8 @@ class CheckpointManager:
 
     def save_best(self, state: dict[str, Any]) -> Path:
         """Atomically write ``state`` as ``best.pt`` (the run decides what "best" means)."""
-        return save_torch_file(state, self.best_path())
+        with self._write_errors(self.best_path()):
+            return save_torch_file(state, self.best_path())
 
     def latest_path(self) -> Path | None:
         """``checkpoints/latest.pt`` if a checkpoint has been saved, else ``None``."""
@@ -142,16 +185,48 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
 
     Raises:
         FileNotFoundError, ValueError: see :func:`find_checkpoint` and
-            :func:`openjepa.utils.io.load_torch_file`.
+            :func:`openjepa.utils.io.load_torch_file`; a version this code cannot read (the message names
+            the file).
     """
-    return migrate_checkpoint(load_torch_file(find_checkpoint(path), map_location))
+    file = find_checkpoint(path)
+    state = load_torch_file(file, map_location)
+    try:
+        return migrate_checkpoint(state)
+    except ValueError as err:
+        err.args = (f"checkpoint {file}: {err}",)  # keeps the error's type (e.g. ConfigError)
+        raise
 
 
-def checkpoint_config(state: dict[str, Any]) -> Config:
-    """The config a checkpoint was trained with (the checkpoint must hold one)."""
-    if not isinstance(state.get("config"), dict):
-        raise ValueError("the checkpoint holds no config; it was not written by openjepa")
-    return from_dict(state["config"])
+def checkpoint_config(state: dict[str, Any], path: str | os.PathLike[str] | None = None) -> Config:
+    """The config a checkpoint was trained with (the checkpoint must hold one).
+
+    Args:
+        state: The checkpoint dict.
+        path: The file it came from, named in error messages.
+
+    Raises:
+        ValueError: the checkpoint has no ``config`` entry or one that is not a mapping; ``ConfigError``
+            (a ``ValueError``) for a config with unknown keys or wrong types. Messages name ``path``.
+    """
+    where = "the checkpoint" if path is None else f"checkpoint {path}"
+    config = state.get("config")
+    if config is None:
+        keys = ", ".join(sorted(map(str, state))[:8]) or "none"
+        raise ValueError(
+            f"{where} holds no config (no 'config' entry; its keys: {keys}), so it was not written by "
+            "openjepa's trainer; convert a reference I-JEPA checkpoint with `openjepa import-reference` "
+            "and a Hugging Face folder with `openjepa import-hf`"
+        )
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{where}: its 'config' entry is a {type(config).__name__}, expected a mapping of config "
+            "sections; the file is damaged or not an openjepa checkpoint"
+        )
+    try:
+        return from_dict(config, training=False)
+    except ValueError as err:
+        err.args = (f"{where}: {err}",)
+        raise
 
 
 def migrate_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +236,12 @@ def migrate_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
     the online monitor's ``best_knn`` moves under ``callbacks``.
     """
     version = state.get("version", 1)
-    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(
+            f"checkpoint version {version!r} is not a positive integer: the file is damaged, or was written "
+            "by a newer openjepa (upgrade openjepa)"
+        )
+    if version > CHECKPOINT_VERSION:
         raise ValueError(
             f"checkpoint version {version!r} is newer than this openjepa reads ({CHECKPOINT_VERSION}); "
             "upgrade openjepa"

@@ -29,6 +29,7 @@ import yaml
 
 from openjepa.config import ConfigError, from_dict
 from openjepa.methods.base import encoder_role, get_method
+from openjepa.utils.metrics_file import scan_metrics
 from openjepa.utils.run_folder import CONFIG_NAME, EVAL_NAME, METRICS_NAME, find_checkpoint
 from openjepa.viz.maps import visualize
 from openjepa.viz.svg import line_plot_svg
@@ -83,31 +84,17 @@ pre { background: #fff; border: 1px solid #e3e3e3; padding: 10px; overflow-x: au
 def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
     """Training and monitor lines of a metrics.jsonl.
 
-    A malformed *last* line is dropped (a run that is still writing leaves one); any other malformed
-    line is an error.
+    Unreadable lines are skipped (:func:`openjepa.utils.metrics_file.scan_metrics`): a partial last line
+    (a run that is still writing leaves one) quietly, damaged lines before it with a warning naming file
+    and line numbers.
 
     Returns:
         (training lines, monitor lines, whether a partial last line was dropped).
-
-    Raises:
-        ValueError: a line other than the last is not a JSON object; the message names file and line.
     """
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    train: list[dict[str, Any]] = []
-    monitor: list[dict[str, Any]] = []
-    dropped = False
-    for number, line in enumerate(lines, start=1):
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as err:
-            if number == len(lines):
-                dropped = True
-                break
-            raise ValueError(f"{path}, line {number}: cannot parse metrics line ({err})") from err
-        (monitor if row.get("monitor") else train).append(row)
-    return train, monitor, dropped
+    scan = scan_metrics(path)
+    train = [row for row in scan.rows if not row.get("monitor")]
+    monitor = [row for row in scan.rows if row.get("monitor")]
+    return train, monitor, scan.torn_last
 
 
 def _is_number(value: Any) -> bool:
@@ -218,7 +205,7 @@ def eval_html(data: dict[str, Any]) -> str:
 def _method_name(config: dict[str, Any]) -> str | None:
     """The registered method of a run's config, or None when the config cannot say."""
     try:
-        return from_dict(config).method.name
+        return from_dict(config, training=False).method.name
     except (ConfigError, TypeError, ValueError):
         return None
 
@@ -232,7 +219,7 @@ def _evaluated_role(config: dict[str, Any]) -> str:
 def _method_text(config: dict[str, Any]) -> str:
     """The method as its class describes a config of it (its name and the settings that matter)."""
     try:
-        method = from_dict(config).method
+        method = from_dict(config, training=False).method
     except (ConfigError, TypeError, ValueError):
         return "?"
     return get_method(method.name).describe(method)
@@ -304,7 +291,8 @@ def write_report(
 
     Raises:
         FileNotFoundError: ``run_dir`` is not a folder, or holds no metrics.jsonl, eval.json or config.yaml.
-        ValueError: metrics.jsonl or eval.json is malformed (the message names the file).
+        ValueError: eval.json is malformed (the message names the file); unreadable metrics.jsonl lines
+            are skipped with a warning instead.
     """
     run_dir = Path(run_dir)
     metrics_path, eval_path, config_path = (run_dir / n for n in (METRICS_NAME, EVAL_NAME, CONFIG_NAME))

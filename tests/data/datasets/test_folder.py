@@ -61,7 +61,7 @@ def test_image_folder_wraps_and_gives_up(tmp_path: Path) -> None:
     only_bad = tmp_path / "only_bad"
     only_bad.mkdir()
     (only_bad / "x.jpg").write_bytes(b"garbage")
-    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="no readable image"):
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="all 1 files failed to decode"):
         ImageFolder(only_bad)[0]
 
 
