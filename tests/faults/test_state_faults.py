@@ -3,14 +3,18 @@
 import errno
 import json
 import math
+import shutil
+import subprocess
 
 import pytest
 import torch
 
 from openjepa.cli import main
 from openjepa.config import load_config
-from openjepa.train.trainer import NonFiniteStateError, Trainer, nonfinite_names
+from openjepa.train.trainer import NonFiniteStateError, Trainer
+from openjepa.utils.io import save_torch_file
 from openjepa.utils.run_folder import read_checkpoint
+from openjepa.utils.state_dict import nonfinite_names
 from tests.helpers import metrics, tiny, write_empty
 
 
@@ -111,3 +115,66 @@ def test_rerunning_a_finished_run_prints_valid_json(tmp_path, capsys):
     summary = json.loads(out[-1])  # strict JSON: NaN would be rejected below
     assert summary["loss"] is None and summary["step"] == 2
     json.loads(out[-1], parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs (skipped where mounting is not allowed)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()[:100]}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_really_full_disk_keeps_the_previous_checkpoint(tmp_path, small_disk, capsys):
+    run_dir = small_disk / "run"
+    args = [*tiny(tmp_path, "unused"), f"run.out_dir={run_dir}", "run.checkpoint_every=2"]
+    assert main(["pretrain", str(write_empty(tmp_path)), *args, "run.max_steps=2"]) == 0
+    before = (run_dir / "checkpoints" / "latest.pt").read_bytes()
+    free = shutil.disk_usage(small_disk).free
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (free - 16 * 1024))  # room for a few metrics lines, not for a checkpoint
+    capsys.readouterr()
+    code = main(["pretrain", str(write_empty(tmp_path)), *args, "run.max_steps=4"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 4 and len(err) == 1 and "could not write" in err[0] and "intact" in err[0], err
+    assert (run_dir / "checkpoints" / "latest.pt").read_bytes() == before
+    assert not list((run_dir / "checkpoints").glob(".tmp-*"))
+    filler.unlink()
+    assert main(["pretrain", str(write_empty(tmp_path)), *args, "run.max_steps=4"]) == 0
+    assert [m["step"] for m in metrics(run_dir)] == [1, 2, 3, 4]
+
+
+def test_a_disk_with_no_room_at_all_is_one_line_too(tmp_path, small_disk, capsys):
+    run_dir = small_disk / "run"
+    args = [*tiny(tmp_path, "unused"), f"run.out_dir={run_dir}"]
+    assert main(["pretrain", str(write_empty(tmp_path)), *args, "run.max_steps=2"]) == 0
+    before = (run_dir / "checkpoints" / "latest.pt").read_bytes()
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * shutil.disk_usage(small_disk).free)  # not a byte left (lock, config, metrics)
+    capsys.readouterr()
+    code = main(["pretrain", str(write_empty(tmp_path)), *args, "run.max_steps=4"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 4 and len(err) == 1 and "no space left" in err[0] and "latest.pt" in err[0], err
+    assert (run_dir / "checkpoints" / "latest.pt").read_bytes() == before
+    filler.unlink()
+    assert main(["pretrain", str(write_empty(tmp_path)), *args, "run.max_steps=4"]) == 0
+    assert [m["step"] for m in metrics(run_dir)] == [1, 2, 3, 4]
+
+
+def test_evaluating_nan_weights_is_refused(tmp_path, capsys):
+    # a checkpoint holding NaN weights (written by something else) is not evaluated into a meaningless number
+    assert main(["pretrain", str(write_empty(tmp_path)), *tiny(tmp_path, "run", "run.max_steps=1")]) == 0
+    path = tmp_path / "run" / "checkpoints" / "latest.pt"
+    state = read_checkpoint(path)
+    state["model"]["target_encoder.blocks.0.mlp.fc1.weight"][0, 0] = math.nan
+    save_torch_file(state, path)
+    capsys.readouterr()
+    assert main(["eval", "knn", str(tmp_path / "run"), "--train-samples", "64", "--test-samples", "32"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NaN" in err[0] and "blocks.0.mlp.fc1.weight" in err[0], err

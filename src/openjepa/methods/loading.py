@@ -25,7 +25,12 @@ from openjepa.methods.base import Method, build_method, encoder_attribute, get_m
 from openjepa.models.build import build_encoder
 from openjepa.models.vit import VIT_SIZES, VisionTransformer
 from openjepa.utils.run_folder import checkpoint_config, find_checkpoint, read_checkpoint
-from openjepa.utils.state_dict import CheckpointMismatchError, load_state_dict_strict, sub_state_dict
+from openjepa.utils.state_dict import (
+    CheckpointMismatchError,
+    load_state_dict_strict,
+    nonfinite_names,
+    sub_state_dict,
+)
 
 #: How :func:`check_encoder_shapes` names each size in its messages, by default the config keys.
 CONFIG_SIZE_NAMES = {
@@ -76,6 +81,12 @@ def load_encoder(
     build = lambda: build_encoder(cfg.model, cfg.data.image_size, in_chans)  # noqa: E731
     name = f"{which or attribute} encoder of {file}"
     check_fits(build, state, name)
+    bad = nonfinite_names(list(state.items()))
+    if bad:  # an evaluation of such weights would print a number that means nothing
+        raise ValueError(
+            f"the {name} holds NaN or infinite values in {len(bad)} tensor(s) (first: {bad[0]}); it cannot "
+            "be evaluated: use an earlier checkpoint of the run"
+        )
     encoder = build()
     load_state_dict_strict(encoder, state, name)
     return encoder.to(device).eval()

@@ -21,6 +21,7 @@ written atomically to ``RUN/checkpoints/latest.pt``. Running the same command wi
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import signal
 import time
@@ -60,10 +61,11 @@ from openjepa.utils.run_folder import (
     CHECKPOINT_VERSION,
     CONFIG_NAME,
     CheckpointManager,
+    CheckpointWriteError,
     checkpoint_config,
     read_checkpoint,
 )
-from openjepa.utils.state_dict import load_state_dict_strict
+from openjepa.utils.state_dict import load_state_dict_strict, nonfinite_names
 
 
 class NonFiniteLossError(RuntimeError):
@@ -72,22 +74,6 @@ class NonFiniteLossError(RuntimeError):
 
 class NonFiniteStateError(NonFiniteLossError):
     """The weights or the optimizer state became NaN or infinite (with a finite loss); nothing was saved."""
-
-
-def nonfinite_names(named: list[tuple[str, torch.Tensor]]) -> list[str]:
-    """Names of the floating-point tensors holding NaN or infinity, in order (one host sync per device)."""
-    floats = [(name, t) for name, t in named if t.is_floating_point() or t.is_complex()]
-    if not floats:
-        return []
-    by_device: dict[torch.device, list[int]] = {}
-    for i, (_, t) in enumerate(floats):
-        by_device.setdefault(t.device, []).append(i)
-    finite = [True] * len(floats)
-    for indices in by_device.values():
-        flags = torch.stack([torch.isfinite(floats[i][1]).all() for i in indices]).tolist()
-        for i, ok in zip(indices, flags, strict=True):
-            finite[i] = ok
-    return [name for (name, _), ok in zip(floats, finite, strict=True) if not ok]
 
 
 @dataclass
@@ -323,8 +309,21 @@ class Trainer:
             RunFolderBusyError: another live run holds ``run.out_dir``.
             NonFiniteLossError: the loss, or the weights about to be saved, are not finite.
             TrainingInterrupted: stopped by a signal after saving.
-            CheckpointWriteError: a checkpoint could not be written (the previous one is intact).
+            CheckpointWriteError: a checkpoint, or another file of the run folder, could not be written
+                (disk full; the previous checkpoint is intact).
         """
+        try:
+            return self._locked_fit()
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT) or isinstance(err, CheckpointWriteError):
+                raise
+            where = f": {err.filename}" if err.filename else ""
+            raise CheckpointWriteError(
+                f"no space left on the device of {self.out_dir} ({err.strerror}{where}); nothing trained was "
+                f"lost. {self._last_good()} Free disk space and run the same command to resume."
+            ) from None
+
+    def _locked_fit(self) -> dict[str, Any]:
         dist = self.runtime.dist
         lock = RunLock(self.out_dir)
         error: Exception | None = None

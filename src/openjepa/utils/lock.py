@@ -81,8 +81,12 @@ class RunLock:
             if previous and previous.get("pid") is not None:
                 self.took_over = previous  # locked by nobody: its writer died without releasing it
             record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(record).encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(record).encode(), 0)
+            except OSError as err:  # e.g. a full disk: give the lock up and say which file
+                os.close(fd)
+                raise OSError(err.errno, err.strerror, str(self.path)) from None
             self._fd = fd
             return self
         raise RunFolderBusyError(

@@ -41,7 +41,8 @@ _MILESTONE_RE = re.compile(r"^step_(\d+)\.pt$")
 
 
 class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (disk full, quota, permissions); the previous one is intact."""
+    """A checkpoint (or another file of the run folder) could not be written (disk full, quota,
+    permissions); the previous checkpoint is intact."""
 
 
 class CheckpointManager:

@@ -100,3 +100,19 @@ def _section(title: str, items: list[str]) -> list[str]:
     if len(items) > _MAX_LISTED:
         lines.append(f"    ... and {len(items) - _MAX_LISTED} more")
     return lines
+
+
+def nonfinite_names(named: list[tuple[str, torch.Tensor]]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or infinity, in order (one host sync per device)."""
+    floats = [(name, t) for name, t in named if t.is_floating_point() or t.is_complex()]
+    if not floats:
+        return []
+    by_device: dict[torch.device, list[int]] = {}
+    for i, (_, t) in enumerate(floats):
+        by_device.setdefault(t.device, []).append(i)
+    finite = [True] * len(floats)
+    for indices in by_device.values():
+        flags = torch.stack([torch.isfinite(floats[i][1]).all() for i in indices]).tolist()
+        for i, ok in zip(indices, flags, strict=True):
+            finite[i] = ok
+    return [name for (name, _), ok in zip(floats, finite, strict=True) if not ok]
