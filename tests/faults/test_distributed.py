@@ -93,3 +93,22 @@ def test_killing_the_launcher_stops_its_workers_after_saving(tmp_path):
     state = read_checkpoint(run_dir)
     assert state["step"] == metrics(run_dir)[-1]["step"]  # saved where it stopped
     assert "torchrun launcher exited" in launcher.stderr.read()
+
+
+def test_sigterm_to_the_launcher_saves_the_current_step(tmp_path):
+    # what SLURM does at the time limit: torchrun passes SIGTERM on to its workers
+    run_dir = tmp_path / "run"
+    launcher = start_torchrun(write_empty(tmp_path), run_dir)
+    wait_for_lines(launcher, run_dir, 3)
+    ranks = workers(launcher.pid)
+    launcher.send_signal(signal.SIGTERM)
+    try:
+        launcher.wait(timeout=60)
+        wait_gone(ranks.values(), timeout=30)
+    finally:
+        for pid in [launcher.pid, *ranks.values()]:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert read_checkpoint(run_dir)["step"] == metrics(run_dir)[-1]["step"]  # nothing trained was lost
+    stderr = launcher.stderr.read()
+    assert "stopped by SIGTERM" in stderr and "run the same command again to resume" in stderr

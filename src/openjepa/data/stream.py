@@ -20,6 +20,8 @@ when an unreadable file was replaced by the next readable one (counted in
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -111,6 +113,7 @@ class StepBatches:
             collate_fn=_stack_images,
             pin_memory=self.pin_memory,
             persistent_workers=False,
+            worker_init_fn=_quiet_stop_signals,
         )
         batches = iter(loader)
         for step in range(start_step, end_step):
@@ -168,3 +171,15 @@ def _one_line(err: ValueError) -> ValueError:
         return err
     last = [line for line in text.splitlines() if line.strip()][-1]
     return ValueError(last.partition(": ")[2] or last)
+
+
+def _quiet_stop_signals(worker_id: int) -> None:
+    """Loader workers leave Ctrl-C to the training process (a terminal sends SIGINT to the whole foreground
+    group), and end quietly on SIGTERM (SLURM signals every process of a job): exit status 0, so the
+    training process does not take the worker's end for a crash while it finishes its step and saves."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_quietly)
+
+
+def _exit_quietly(signum: int, frame: Any) -> None:
+    os._exit(0)

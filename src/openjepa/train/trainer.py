@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
@@ -364,7 +364,16 @@ class Trainer:
             self._emit("on_fit_start")
             with StopSignals(watch_parent=launched_by_torchrun()) as stop:
                 t_last, images_since = time.perf_counter(), 0
-                for step, images in self.stream.iterate(self.step, self.end_step):
+                batches = self.stream.iterate(self.step, self.end_step)
+                while True:
+                    try:
+                        step, images = next(batches)
+                    except StopIteration:
+                        break
+                    except RuntimeError:  # the loader's workers may end on the same signal as this process
+                        if not stop.requested():
+                            raise
+                        self._stop(stop)
                     result = self.train_step(step, images)
                     loss = result.loss.item()
                     if not math.isfinite(loss):
@@ -390,9 +399,7 @@ class Trainer:
                         t_last, images_since = now, 0
                     self._emit("on_step_end")
                     if any_process(stop.requested(), dist, self.device):
-                        path = self.save()
-                        reason = stop.reason or "stopped by another process"
-                        raise TrainingInterrupted(stop.signum or signal.SIGTERM, self.step, path, reason)
+                        self._stop(stop)
                     if self.step % cfg.run.checkpoint_every == 0 and self.step != self.end_step:
                         self.save()
             if self.stream.skipped_images and dist.is_main:
@@ -415,6 +422,12 @@ class Trainer:
         finally:
             self._emit("on_fit_end")
         return self._summary(last_loss)
+
+    def _stop(self, stop: StopSignals) -> NoReturn:
+        """Save the current step and raise :class:`TrainingInterrupted` (every process calls it)."""
+        path = self.save()
+        reason = stop.reason or "stopped by another process"
+        raise TrainingInterrupted(stop.signum or signal.SIGTERM, self.step, path, reason)
 
     def _summary(self, loss: float | None) -> dict[str, Any]:
         """What ``fit`` returns (``loss``: the last step's, None when this call trained no step)."""

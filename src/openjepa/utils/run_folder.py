@@ -38,6 +38,9 @@ CHECKPOINT_SUBDIR = "checkpoints"
 LATEST_NAME = "latest.pt"
 BEST_NAME = "best.pt"
 _MILESTONE_RE = re.compile(r"^step_(\d+)\.pt$")
+_WRITE_FAILURE = re.compile(
+    r"PytorchStreamWriter|write failed|unexpected pos|No space|Disk quota", re.IGNORECASE
+)
 
 
 class CheckpointWriteError(OSError):
@@ -97,6 +100,8 @@ class CheckpointManager:
         try:
             yield
         except (OSError, RuntimeError) as err:
+            if not isinstance(err, OSError) and not _WRITE_FAILURE.search(str(err)):
+                raise  # not a write that failed (torch words a full disk as a RuntimeError)
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             try:
                 free = f"{shutil.disk_usage(self.checkpoint_dir).free / 2**20:.0f} MB free"
