@@ -62,3 +62,17 @@ def test_constant_encoder_is_flagged_and_healthy_one_is_not():
 def test_bad_shapes_are_rejected():
     with pytest.raises(ValueError, match="N >= 2"):
         rankme(torch.ones(1, 4))
+
+
+def test_sigreg_statistic_separates_isotropic_from_low_rank_and_ignores_scale():
+    from openjepa.diagnostics.collapse import sigreg_statistic
+
+    g = torch.Generator().manual_seed(0)
+    iso = torch.randn(2000, 64, generator=g)
+    # below the 1.06 of a known standard normal: centring and scaling by the sample absorb part of the noise
+    for n in (500, 2000, 8000):
+        assert 0.3 < sigreg_statistic(torch.randn(n, 64, generator=g)) < 1.0
+    assert sigreg_statistic(iso * 10 + 3) == pytest.approx(sigreg_statistic(iso), rel=1e-4)  # scale, shift
+    low_rank = iso[:, :2] @ torch.randn(2, 64, generator=g)  # 64 dimensions, 2 used
+    assert sigreg_statistic(low_rank) > 20 * sigreg_statistic(iso)
+    assert sigreg_statistic(torch.ones(100, 8)) > 20  # collapsed to one point

@@ -59,7 +59,15 @@ def test_monitor_reports_knn_of_queries_against_the_bank_and_their_collapse_metr
 
     encoder = tiny_encoder().train()
     result = monitor(encoder)
-    assert set(result) == {"knn_top1", "feature_std", "rankme", "mean_cosine", "collapse", "collapse_reasons"}
+    assert set(result) == {
+        "knn_top1",
+        "feature_std",
+        "rankme",
+        "mean_cosine",
+        "sigreg",
+        "collapse",
+        "collapse_reasons",
+    }
     assert all(m.training for m in encoder.modules())  # the encoder's mode is restored
 
     preprocess = encoder_input(16, MEAN, STD)

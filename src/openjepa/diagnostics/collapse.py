@@ -10,6 +10,11 @@ few dimensions. Three cheap statistics of ``N`` pooled embeddings ``(N, D)`` sho
   ``p_k = sigma_k / sum(sigma) + eps`` over the singular values of the (uncentred) embedding matrix.
   Between 1 and ``min(N, D)``.
 * ``mean_cosine``: the mean cosine similarity over all pairs of distinct images; 1 when collapsed.
+* ``sigreg``: the SIGReg statistic (:mod:`openjepa.losses.sigreg`, averaged over 256 fixed random
+  directions) of the embeddings centred and scaled to unit mean variance per dimension: how far they are
+  from an isotropic Gaussian, whatever their scale. Below 1 (about 0.6) for isotropic Gaussian
+  embeddings, whatever N; it grows with N (as N times a distance) for embeddings that use few directions
+  or are far from Gaussian, so compare values at the same N.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from openjepa.losses.sigreg import random_directions, sigreg, t_grid
 
 #: Default thresholds of :func:`collapse_warnings`.
 MIN_FEATURE_STD = 0.1
@@ -56,12 +63,25 @@ def mean_cosine(features: torch.Tensor) -> float:
     return float(total / (n * (n - 1)))
 
 
+def sigreg_statistic(features: torch.Tensor, num_slices: int = 256, seed: int = 0) -> float:
+    """SIGReg of the centred embeddings scaled to unit mean variance per dimension (fixed directions, so
+    values of one run are comparable over time)."""
+    x = _check(features)
+    x = x - x.mean(dim=0)
+    scale = x.square().mean().sqrt()
+    if scale > 0:  # (every image the same: all projections stay 0, far from a standard normal)
+        x = x / scale
+    directions = random_directions(x.shape[1], num_slices, torch.Generator().manual_seed(seed))
+    return float(sigreg(x, directions, *t_grid(), distributed=False))
+
+
 def collapse_metrics(features: torch.Tensor) -> dict[str, float]:
-    """``{"feature_std", "rankme", "mean_cosine"}`` of an ``(N, D)`` embedding matrix."""
+    """``{"feature_std", "rankme", "mean_cosine", "sigreg"}`` of an ``(N, D)`` embedding matrix."""
     return {
         "feature_std": feature_std(features),
         "rankme": rankme(features),
         "mean_cosine": mean_cosine(features),
+        "sigreg": sigreg_statistic(features),
     }
 
 

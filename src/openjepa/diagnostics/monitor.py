@@ -101,7 +101,7 @@ class OnlineMonitor:
         return feats
 
     def __call__(self, encoder: nn.Module) -> dict[str, Any]:
-        """``{"knn_top1" (if labelled), "feature_std", "rankme", "mean_cosine", "collapse"}`` and
+        """``{"knn_top1" (if labelled), "feature_std", "rankme", "mean_cosine", "sigreg", "collapse"}`` and
         ``"collapse_reasons"`` (a list of strings, empty when healthy)."""
         queries = self._embed(encoder, self.query_images)
         out: dict[str, Any] = {}

@@ -48,6 +48,7 @@ _TITLES = {
     "rankme": "RankMe (effective rank)",
     "feature_std": "feature std",
     "mean_cosine": "mean cosine similarity",
+    "sigreg": "SIGReg statistic (distance from an isotropic Gaussian)",
 }
 
 _CSS = """
