@@ -101,7 +101,7 @@ def test_import_registers_a_method_of_ones_own(tmp_path):
     lines = result.stdout.splitlines()
     assert "method: probe:" in lines
     assert "  method.width: int = 3" in lines
-    assert "  method.name: 'ijepa' | 'cjepa' | 'probe' = \"ijepa\"" in lines
+    assert "  method.name: 'ijepa' | 'cjepa' | 'lejepa' | 'probe' = \"ijepa\"" in lines
     # without the import, the method is unknown
     result = run_cli("pretrain", str(write_empty(tmp_path)), "method=probe")
     assert result.returncode == 2

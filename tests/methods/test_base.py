@@ -21,6 +21,7 @@ from openjepa.methods import (
 )
 from openjepa.methods.cjepa import CJEPA
 from openjepa.methods.ijepa import IJEPA
+from openjepa.methods.lejepa import LeJEPA
 
 
 @pytest.fixture
@@ -56,8 +57,8 @@ class Toy(Method):
 
 
 def test_builtin_methods_are_registered():
-    assert BUILTIN_METHODS == (IJEPA, CJEPA)
-    assert get_method("ijepa") is IJEPA and get_method("cjepa") is CJEPA
+    assert BUILTIN_METHODS == (IJEPA, CJEPA, LeJEPA)
+    assert get_method("ijepa") is IJEPA and get_method("cjepa") is CJEPA and get_method("lejepa") is LeJEPA
     assert load_config(None).method.name == "ijepa"  # the first is the default
 
 

@@ -193,3 +193,23 @@ def test_patch_init_std_option():
     torch.testing.assert_close(
         scaled.blocks[0].mlp.fc1.weight.std(), default.blocks[0].mlp.fc1.weight.std(), rtol=0.05, atol=0
     )
+
+
+def test_any_size_forward_uses_the_positions_of_its_own_grid():
+    from openjepa.models.pos_embed import sincos_2d
+
+    torch.manual_seed(0)
+    enc = vit_tiny(img_size=28, patch_size=4, in_chans=1)
+    x = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(enc.forward_any_size(x), enc(x))  # the model's own grid: the same
+    small = torch.randn(2, 1, 12, 16)
+    out = enc.forward_any_size(small)
+    assert out.shape == (2, 12, 192)
+    tokens = enc.patch_embed(small, any_size=True) + sincos_2d(192, 3, 4)[None]  # by hand
+    for blk in enc.blocks:
+        tokens = blk(tokens)
+    torch.testing.assert_close(out, enc.norm(tokens))
+    with pytest.raises(ValueError, match="expected images of shape"):
+        enc(small)  # the plain forward keeps its size check
+    with pytest.raises(ValueError, match="expected images of shape"):
+        enc.forward_any_size(torch.randn(2, 1, 13, 16))

@@ -19,10 +19,11 @@ from openjepa.methods.base import (
 )
 from openjepa.methods.cjepa import CJEPA
 from openjepa.methods.ijepa import IJEPA
+from openjepa.methods.lejepa import LeJEPA
 from openjepa.methods.loading import load_checkpoint_config, load_encoder, load_model
 
 #: The built-in methods, registered on import; the first is the default ``method.name``.
-BUILTIN_METHODS = (IJEPA, CJEPA)
+BUILTIN_METHODS = (IJEPA, CJEPA, LeJEPA)
 
 for _method in BUILTIN_METHODS:
     register_method(_method, default=_method is BUILTIN_METHODS[0])

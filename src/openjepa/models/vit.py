@@ -47,22 +47,29 @@ class PatchEmbed(nn.Module):
         self.in_chans = in_chans
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
-    def patchify(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) images → (B, N, C·p·p) flattened patches in raster order."""
+    def patchify(self, x: torch.Tensor, any_size: bool = False) -> torch.Tensor:
+        """(B, C, H, W) images → (B, N, C·p·p) flattened patches in raster order.
+
+        ``any_size``: accept any H and W that are multiples of the patch (e.g. the small local views of a
+        multi-crop method), not only the model's image size.
+        """
         b, c, h, w = x.shape
-        if (h, w) != self.img_size or c != self.in_chans:
+        p = self.patch_size
+        fits = (h, w) == self.img_size or (any_size and h % p == 0 and w % p == 0 and h > 0 and w > 0)
+        if not fits or c != self.in_chans:
             raise ValueError(
                 f"expected images of shape (B, {self.in_chans}, {self.img_size[0]}, {self.img_size[1]}), "
                 f"got {tuple(x.shape)}"
             )
-        p = self.patch_size
-        gh, gw = self.grid_size
+        gh, gw = h // p, w // p
         x = x.reshape(b, c, gh, p, gw, p)  # (B, C, gh, p, gw, p)
         x = x.permute(0, 2, 4, 1, 3, 5)  # (B, gh, gw, C, p, p): same order as the conv weight
         return x.reshape(b, gh * gw, c * p * p)  # (B, N, C·p·p)
 
-    def forward(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
-        patches = self.patchify(x)  # (B, N, C·p·p)
+    def forward(
+        self, x: torch.Tensor, indices: torch.Tensor | None = None, any_size: bool = False
+    ) -> torch.Tensor:
+        patches = self.patchify(x, any_size)  # (B, N, C·p·p)
         if indices is not None:
             patches = gather_tokens(patches, indices)  # (B, K, C·p·p)
         weight = self.proj.weight.flatten(1)  # (D, C·p·p)
@@ -313,6 +320,21 @@ class VisionTransformer(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """All patch tokens after the final norm, (B, N, D)."""
         return self.forward(x)
+
+    def forward_any_size(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode images of any size that is a multiple of the patch, (B, C, H, W) → (B, (H/p)·(W/p), D),
+        with the sin-cos positions of their own grid (the model's grid gives :meth:`forward`'s result)."""
+        p = self.patch_embed.patch_size
+        grid = (x.shape[-2] // p, x.shape[-1] // p)
+        tokens = self.patch_embed(x, any_size=True)  # (B, N', D)
+        if grid == tuple(self.grid_size):
+            pos = self.pos_embed
+        else:  # fixed sin-cos positions, computed for this grid
+            pos = sincos_2d(self.embed_dim, *grid)[None].to(tokens.device, tokens.dtype)  # (1, N', D)
+        x = tokens + pos
+        for blk in cast(Iterable[Block], self.blocks):
+            x = self._run_block(blk, x)
+        return self.norm(x)
 
     def get_intermediate_layers(self, x: torch.Tensor, n: int = 1, norm: bool = True) -> list[torch.Tensor]:
         """Outputs of the last ``n`` blocks, oldest first, each (B, N, D), final-normed if ``norm``."""
