@@ -28,6 +28,7 @@ class Stream(IntEnum):
     CROPS = 0x5EED_0002
     VIEWS = 0x5EED_0003
     ITEM_CROPS = 0x5EED_0004  # crops drawn per image in the loader (image folders), keyed by global row
+    SLICES = 0x5EED_0005  # the random directions of SIGReg, alike on every process
 
 
 def _mix64(x: int) -> int:

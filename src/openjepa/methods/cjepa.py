@@ -61,6 +61,11 @@ class CJEPAConfig(JEPAConfig):
         beta_sim, beta_std, beta_cov: weights of invariance, variance and covariance inside it.
         gamma, eps: target standard deviation and stabiliser of the variance term.
         projector: expander widths after pooling (null: 4·D, 4·D for reading A, none for B and C; [] none).
+        regulariser: what keeps the reading's embeddings spread out: ``vicreg`` (the variance and
+            covariance terms) or ``sigreg`` (SIGReg, :mod:`openjepa.losses.sigreg`, on the same tensors, each
+            branch's over the batch, averaged; weighted by ``beta_sigreg`` instead of the VICReg weights).
+        beta_sigreg: weight of SIGReg in the loss (``regulariser: sigreg``; not tuned).
+        sigreg_slices: random directions per step of SIGReg.
     """
 
     name: str = "cjepa"
@@ -74,6 +79,9 @@ class CJEPAConfig(JEPAConfig):
     gamma: float = bounded(_PAPER.gamma, gt=0)
     eps: float = bounded(_PAPER.eps, gt=0)
     projector: tuple[int, ...] | None = bounded(None, ge=1)
+    regulariser: Literal["vicreg", "sigreg"] = "vicreg"
+    beta_sigreg: float = bounded(0.01, ge=0)
+    sigreg_slices: int = bounded(256, ge=1)
 
     def check(self, cfg: Config) -> None:
         """The switches must leave a C-JEPA, and reading A needs two target blocks.
@@ -105,6 +113,15 @@ class CJEPAConfig(JEPAConfig):
         """
         super().check_training(cfg)
         accum = cfg.optim.grad_accum
+        if self.regulariser == "sigreg":
+            if accum > 1 and self.var_cov and self.beta_sigreg > 0:
+                raise ConfigError(
+                    f"optim.grad_accum={accum} with method.regulariser=sigreg: SIGReg is a statistic of the "
+                    "whole batch, so accumulation does not reproduce the batch of optim.batch_size; set "
+                    "optim.grad_accum=1 (a larger per-process batch or more processes) or "
+                    "method.beta_sigreg=0"
+                )
+            return
         if accum > 1 and self.var_cov and self.beta_vicreg > 0 and (self.beta_std > 0 or self.beta_cov > 0):
             # Variance and covariance are statistics over the batch: per micro-batch they are other numbers
             # than over the step's batch, and averaging them over micro-batches does not give those.
@@ -163,6 +180,7 @@ class CJEPA(JEPA):
         "vicreg_inv": "VICReg invariance",
         "vicreg_var": "VICReg variance",
         "vicreg_cov": "VICReg covariance",
+        "sigreg": "SIGReg (in place of variance and covariance)",
     }
 
     def __init__(
@@ -177,6 +195,9 @@ class CJEPA(JEPA):
         inv: bool = True,
         weights: VICRegWeights | None = None,
         projector: Sequence[int] | None = None,
+        regulariser: str = "vicreg",
+        beta_sigreg: float = 0.01,
+        sigreg_slices: int = 256,
     ):
         super().__init__(encoder, predictor, sampler, loss, ema)
         if reading not in READINGS:
@@ -195,6 +216,13 @@ class CJEPA(JEPA):
         dims = default_projector(reading, encoder.embed_dim) if projector is None else tuple(projector)
         self.projector = build_projector(encoder.embed_dim, dims)
         self.views = ViewPairAugment() if reading == "C" else None
+        if regulariser not in ("vicreg", "sigreg"):
+            raise ValueError(f"unknown C-JEPA regulariser {regulariser!r}; choose vicreg or sigreg")
+        self.regulariser, self.beta_sigreg = regulariser, beta_sigreg
+        if regulariser == "sigreg":
+            with torch.no_grad():
+                width = int(self.projector(torch.zeros(2, encoder.embed_dim)).shape[-1])
+            self.use_sigreg(width, sigreg_slices)
 
     @classmethod
     def from_config(cls, cfg: Config, in_chans: int) -> CJEPA:
@@ -203,22 +231,36 @@ class CJEPA(JEPA):
         encoder, predictor, sampler = build_networks(cfg, in_chans)
         weights = VICRegWeights(c.beta_vicreg, c.beta_sim, c.beta_std, c.beta_cov, c.gamma, c.eps)
         return cls(
-            encoder, predictor, sampler, c.loss, c.ema, c.reading, c.var_cov, c.inv, weights, c.projector
+            encoder,
+            predictor,
+            sampler,
+            c.loss,
+            c.ema,
+            c.reading,
+            c.var_cov,
+            c.inv,
+            weights,
+            c.projector,
+            c.regulariser,
+            c.beta_sigreg,
+            c.sigreg_slices,
         )
 
     @classmethod
     def describe(cls, cfg: MethodConfig) -> str:
         assert isinstance(cfg, CJEPAConfig)
         on = {True: "on", False: "off"}
+        spread = "var/cov" if cfg.regulariser == "vicreg" else f"SIGReg (β {cfg.beta_sigreg:g})"
         return (
-            f"cjepa (reading {cfg.reading}, var/cov {on[cfg.var_cov]}, inv {on[cfg.inv]}, "
+            f"cjepa (reading {cfg.reading}, {spread} {on[cfg.var_cov]}, inv {on[cfg.inv]}, "
             f"β_vicreg {cfg.beta_vicreg:g})"
         )
 
     @classmethod
     def resume_key(cls, cfg: MethodConfig) -> str:
         assert isinstance(cfg, CJEPAConfig)
-        return f"cjepa (reading={cfg.reading}, var_cov={cfg.var_cov}, inv={cfg.inv})"
+        extra = "" if cfg.regulariser == "vicreg" else ", regulariser=sigreg"
+        return f"cjepa (reading={cfg.reading}, var_cov={cfg.var_cov}, inv={cfg.inv}{extra})"
 
     def prepare_batch(self, images: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
         """The JEPA inputs; reading C adds two photometric views of the crops (``view1``, ``view2``).
@@ -228,6 +270,7 @@ class CJEPA(JEPA):
         """
         if self.views is None:
             return super().prepare_batch(images, ctx)
+        self.draw_directions(ctx)
         crops = ctx.augment.crops(images, ctx.step, ctx.rows, ctx.global_batch)
         v1, v2 = self.views(crops, step_generator(ctx.seed ^ Stream.VIEWS, ctx.step, ctx.rank))
         m, s = ctx.augment.mean, ctx.augment.std
@@ -249,7 +292,7 @@ class CJEPA(JEPA):
         elif self.reading == "B":
             inv = jepa
             with torch.set_grad_enabled(self.var_cov and torch.is_grad_enabled()):
-                var, cov = vicreg_terms([self.projector(z.mean(dim=1))], w.gamma, w.eps)
+                var, cov = self._spread([self.projector(z.mean(dim=1))])
         else:
             if "view1" not in batch or "view2" not in batch:
                 raise ValueError("reading C needs two augmented views of the batch (view1, view2)")
@@ -257,21 +300,33 @@ class CJEPA(JEPA):
         reg = torch.zeros((), device=jepa.device)
         if self.inv and self.reading != "B":  # B's invariance is the JEPA loss, already in L
             reg = reg + w.sim * inv
-        if self.var_cov:
+        sigreg_on = self.regulariser == "sigreg"
+        if self.var_cov and not sigreg_on:
             reg = reg + w.std * var + w.cov * cov
         loss = jepa + w.vicreg * reg
+        if self.var_cov and sigreg_on:
+            loss = loss + self.beta_sigreg * var  # var holds SIGReg (see _spread)
         metrics = {
             "target_std": self.target_std(target),
             "loss_jepa": jepa.detach(),
             "vicreg_inv": inv.detach(),
-            "vicreg_var": var.detach(),
-            "vicreg_cov": cov.detach(),
         }
+        if sigreg_on:
+            metrics["sigreg"] = var.detach()
+        else:
+            metrics.update(vicreg_var=var.detach(), vicreg_cov=cov.detach())
         return StepOutput(loss, metrics)
+
+    def _spread(self, branches: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """What keeps the branches (each (N, E)) spread out: VICReg's (variance, covariance), or with
+        ``regulariser: sigreg`` (SIGReg averaged over the branches, 0)."""
+        if self.regulariser == "sigreg":
+            reg = self.sigreg_of(*branches)
+            return reg, torch.zeros_like(reg)
+        return vicreg_terms(branches, self.weights.gamma, self.weights.eps)
 
     def _blocks(self, prediction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reading A: VICReg between every pair of target blocks' pooled, projected predictions."""
-        w = self.weights
         b, m = prediction.shape[:2]
         if m < 2:
             raise ValueError("reading A needs at least two target blocks (masks.num_targets ≥ 2)")
@@ -280,19 +335,18 @@ class CJEPA(JEPA):
         with torch.set_grad_enabled(self.inv and torch.is_grad_enabled()):
             inv = invariance_loss(p[:, i], p[:, j])  # mean over pairs, samples and dimensions
         with torch.set_grad_enabled(self.var_cov and torch.is_grad_enabled()):
-            var, cov_sum = vicreg_terms(list(p.unbind(dim=1)), w.gamma, w.eps)
+            var, cov_sum = self._spread(list(p.unbind(dim=1)))
         return inv, var, cov_sum * 2.0 / m
 
     def _views(
         self, views: tuple[torch.Tensor, torch.Tensor], context: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reading C: VICReg between the pooled, projected context embeddings of two augmented views."""
-        w = self.weights
         v1, v2 = views
         both = self.encoder(torch.cat([v1, v2]), torch.cat([context, context]))  # (2B, Kc, D)
         z_a, z_b = self.projector(both.mean(dim=1)).float().chunk(2)
         with torch.set_grad_enabled(self.inv and torch.is_grad_enabled()):
             inv = invariance_loss(z_a, z_b)
         with torch.set_grad_enabled(self.var_cov and torch.is_grad_enabled()):
-            var, cov = vicreg_terms([z_a, z_b], w.gamma, w.eps)
+            var, cov = self._spread([z_a, z_b])
         return inv, var, cov

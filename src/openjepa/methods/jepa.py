@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from openjepa.config import Config, ConfigError, MethodConfig, bounded
 from openjepa.losses.jepa import JEPA_LOSSES
+from openjepa.losses.sigreg import SIGReg, random_directions, sigreg
 from openjepa.masks.gather import gather_tokens
 from openjepa.masks.multiblock import MaskSamplingError, MultiBlockMaskSampler
 from openjepa.methods.base import Method, StepContext
@@ -164,6 +165,27 @@ class JEPA(Method):
         self.sampler = sampler or MultiBlockMaskSampler(encoder.grid_size)
         self.loss_kind = loss
         self.ema = ema
+        self.sigreg: SIGReg | None = None  # a subclass that regularises with SIGReg sets it (use_sigreg)
+        self.directions: torch.Tensor | None = None  # that step's SIGReg directions (K, M)
+        self._sigreg_dim = 0
+
+    def use_sigreg(self, dim: int, num_slices: int) -> None:
+        """Regularise embeddings of width ``dim`` with SIGReg: :meth:`prepare_batch` then draws the step's
+        ``num_slices`` directions from ``(seed, step)``, the same on every process and micro-batch."""
+        self.sigreg, self._sigreg_dim = SIGReg(num_slices), dim
+
+    def sigreg_of(self, *branches: torch.Tensor) -> torch.Tensor:
+        """SIGReg of each branch of embeddings (N, dim) on the step's directions, averaged over branches."""
+        if self.sigreg is None or self.directions is None:
+            raise RuntimeError("sigreg_of needs use_sigreg() and the directions of prepare_batch")
+        reg = self.sigreg
+        return torch.stack([sigreg(b, self.directions, reg.t, reg.weights) for b in branches]).mean()
+
+    def draw_directions(self, ctx: StepContext) -> None:
+        """The step's SIGReg directions (when the method uses SIGReg)."""
+        if self.sigreg is not None:
+            g = step_generator(ctx.seed ^ Stream.SLICES, ctx.step)
+            self.directions = random_directions(self._sigreg_dim, self.sigreg.num_slices, g).to(ctx.device)
 
     @classmethod
     def from_config(cls, cfg: Config, in_chans: int) -> JEPA:
@@ -181,6 +203,7 @@ class JEPA(Method):
         The masks are drawn for the whole global batch from ``(seed, step)`` and sliced to this process's
         rows, so any number of processes sees the masks one process would, up to where contexts are cut.
         """
+        self.draw_directions(ctx)
         return {"images": ctx.augment(images, ctx.step, ctx.rows, ctx.global_batch), **self.masks(ctx)}
 
     def masks(self, ctx: StepContext) -> dict[str, torch.Tensor]:
