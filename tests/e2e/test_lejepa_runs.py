@@ -30,7 +30,7 @@ def test_trains_resumes_bit_for_bit_and_evaluates(tmp_path, capsys):
     capsys.readouterr()
     run = str(tmp_path / "straight")
     assert main(["eval", "knn", run, "--train-samples", "256", "--test-samples", "128", "--no-progress"]) == 0
-    assert "openjepa encoder" in capsys.readouterr().out
+    assert "openjepa encoder (step 4, epoch" in capsys.readouterr().out
 
 
 def test_torchrun_two_processes_match_one_process(tmp_path):

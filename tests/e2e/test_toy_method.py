@@ -58,7 +58,7 @@ def test_the_toy_run_resumes_and_is_evaluated_like_any_run(toy_run):
     assert f"resuming {toy_run} at step 4/" in result.stdout
     result = openjepa("--import", TOY, "eval", "knn", str(toy_run), "--k", "5", "--no-progress")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "openjepa encoder encoder (step 5" in result.stdout
+    assert "openjepa encoder (step 5" in result.stdout  # its one role, "encoder", not said twice
     result = openjepa("--import", TOY, "info", str(toy_run), "--json")
     assert json.loads(result.stdout)["parameters"].keys() == {"encoder"}
 

@@ -119,9 +119,10 @@ def setup_evaluation(
         models.append(
             ("random init (same ViT)", build_encoder(cfg.model, cfg.data.image_size, in_chans).to(dev))
         )
+    name = "encoder" if role == "encoder" else f"{role} encoder"  # a method's one role is often "encoder"
     models.append(
         (
-            f"openjepa {role} encoder (step {ckpt['step']}, epoch {epoch:.2f})",
+            f"openjepa {name} (step {ckpt['step']}, epoch {epoch:.2f})",
             load_encoder(checkpoint, role, dev),
         )
     )
