@@ -37,6 +37,7 @@ from openjepa.data.transforms import random_horizontal_flip, random_resized_crop
 from openjepa.eval.data import EvalData, eval_preprocess
 from openjepa.eval.features import pool_tokens
 from openjepa.runtime.device import autocast
+from openjepa.utils.progress import Progress
 from openjepa.utils.progress import progress as show_progress
 from openjepa.utils.schedules import warmup_cosine
 
@@ -433,7 +434,7 @@ def finetune(
 
     history: list[dict[str, float]] = []
     step = 0
-    bar = show_progress(total=total_steps, desc="finetune", unit="step", enabled=progress)
+    bar: Progress[int] = show_progress(total=total_steps, desc="finetune", unit="step", enabled=progress)
     try:
         for epoch in range(1, epochs + 1):
             model.train()

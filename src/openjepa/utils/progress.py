@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from types import TracebackType
-from typing import IO, Any, Generic, TypeVar, overload
+from typing import IO, Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -169,67 +169,8 @@ class Progress(Generic[T]):
         self._stream.flush()
 
 
-@overload
-def progress(
-    iterable: Iterable[T],
-    *,
-    total: int | None = None,
-    desc: str = "",
-    unit: str = "it",
-    initial: int = 0,
-    stream: IO[str] | None = None,
-    interval: float = DEFAULT_INTERVAL,
-    clock: Callable[[], float] = time.monotonic,
-    enabled: bool = True,
-) -> Progress[T]: ...
-
-
-@overload
-def progress(
-    iterable: None = None,
-    *,
-    total: int | None = None,
-    desc: str = "",
-    unit: str = "it",
-    initial: int = 0,
-    stream: IO[str] | None = None,
-    interval: float = DEFAULT_INTERVAL,
-    clock: Callable[[], float] = time.monotonic,
-    enabled: bool = True,
-) -> Progress[Any]: ...
-
-
-def progress(
-    iterable: Iterable[T] | None = None,
-    *,
-    total: int | None = None,
-    desc: str = "",
-    unit: str = "it",
-    initial: int = 0,
-    stream: IO[str] | None = None,
-    interval: float = DEFAULT_INTERVAL,
-    clock: Callable[[], float] = time.monotonic,
-    enabled: bool = True,
-) -> Progress[Any]:
-    """A progress display over ``iterable``, or one counted by hand; the arguments are :class:`Progress`'s.
-
-    Example:
-        >>> bar = progress(total=3, desc="demo", stream=io.StringIO(), interval=0.0)
-        >>> for _ in range(3):
-        ...     bar.update()
-        >>> bar.close()
-    """
-    return Progress(
-        iterable,
-        total=total,
-        desc=desc,
-        unit=unit,
-        initial=initial,
-        stream=stream,
-        interval=interval,
-        clock=clock,
-        enabled=enabled,
-    )
+#: The function-style name used by callers: ``progress(loader, desc=...)`` builds a :class:`Progress`.
+progress = Progress
 
 
 def status_line(
