@@ -151,6 +151,17 @@ def test_from_config_passes_the_eval_keys():
     callback = MonitorCallback.from_config(cfg)
     assert isinstance(callback, MonitorCallback)
     assert callback.every_epochs == 0.5 and callback.keep_best
+    assert callback.best_by == "knn" and callback.val_loss is True  # the defaults
+    other = MonitorCallback.from_config(
+        load_config(
+            None, [*TINY, "eval.monitor_every=1", "run.best_by=val_loss", "eval.monitor_val_loss=true"]
+        )
+    )
+    assert other is not None and other.best_by == "val_loss"
+    off = MonitorCallback.from_config(
+        load_config(None, [*TINY, "eval.monitor_every=1", "eval.monitor_val_loss=false"])
+    )
+    assert off is not None and off.val_loss is False
     assert callback.options == {
         "train_samples": 64,
         "val_samples": 32,
@@ -165,13 +176,15 @@ def test_from_config_passes_the_eval_keys():
 
 def test_state_dict_round_trip():
     callback = MonitorCallback(0.25)
-    assert callback.state_dict() == {"best_knn": -math.inf}
-    callback.best_knn = 42.5
+    assert callback.state_dict() == {"best_knn": -math.inf, "best_val_loss": math.inf}
+    callback.best_knn, callback.best_val_loss = 42.5, 0.25
     state = callback.state_dict()
-    assert state == {"best_knn": 42.5}
+    assert state == {"best_knn": 42.5, "best_val_loss": 0.25}
     restored = MonitorCallback(0.25)
     restored.load_state_dict(state)
-    assert restored.best_knn == 42.5
+    assert restored.best_knn == 42.5 and restored.best_val_loss == 0.25
+    restored.load_state_dict({"best_knn": 3.0})  # a checkpoint of an older version
+    assert restored.best_knn == 3.0 and restored.best_val_loss == math.inf
     restored.load_state_dict({})  # a checkpoint without the monitor's state
     assert restored.best_knn == -math.inf
 
@@ -195,6 +208,12 @@ class StubTrainer:
         self.step, self.end_step = 0, 8
         self.logged: list[dict[str, Any]] = []
         self.best: list[dict[str, Any]] = []
+        self.val_losses: list[float] = []  # what validation_loss returns, in turn
+        self.val_indices: list[torch.Tensor] = []
+
+    def validation_loss(self, indices: torch.Tensor) -> float | None:
+        self.val_indices.append(indices)
+        return self.val_losses.pop(0) if self.val_losses else None
 
     @property
     def epoch(self) -> float:
@@ -222,6 +241,30 @@ def test_callback_checks_at_start_every_interval_and_the_last_step_and_keeps_the
     assert callback.best_knn == max(knn)
     assert trainer.best[0] == {"step": 0, "knn_top1": knn[0]}  # the first check always improves on -inf
     assert [b["knn_top1"] for b in trainer.best] == sorted({b["knn_top1"] for b in trainer.best})
+
+
+def test_callback_logs_the_validation_loss_of_the_query_images_and_can_keep_the_lowest(dataset):
+    options = {"train_samples": 40, "val_samples": 20, "k": 5, "batch_size": 16}
+    callback = MonitorCallback(0.5, keep_best=True, best_by="val_loss", **options)
+    trainer = StubTrainer(dataset, tiny_encoder())
+    trainer.val_losses = [0.9, 0.5, 0.7]
+    callback.on_fit_start(trainer)
+    for step in range(1, 9):
+        trainer.step = step
+        callback.on_step_end(trainer)
+    assert [r["val_loss"] for r in trainer.logged] == [0.9, 0.5, 0.7]  # steps 0, 4, 8
+    assert all(torch.equal(i, torch.arange(40, 60)) for i in trainer.val_indices)  # the monitor's queries
+    assert [b["step"] for b in trainer.best] == [0, 4]  # the lowest so far, not the best kNN
+    assert callback.best_val_loss == 0.5
+    no_val = MonitorCallback(0.5, val_loss=False, **options)
+    other = StubTrainer(dataset, tiny_encoder())
+    no_val.on_fit_start(other)
+    assert other.val_indices == [] and "val_loss" not in other.logged[0]
+
+
+def test_a_wrong_best_by_is_refused():
+    with pytest.raises(ValueError, match="run.best_by must be knn or val_loss"):
+        MonitorCallback(1.0, best_by="loss")
 
 
 def test_callback_warns_on_collapse(dataset, capsys):

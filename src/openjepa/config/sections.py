@@ -279,8 +279,10 @@ class RunConfig:
         checkpoint_every: steps between checkpoints (latest.pt); one is also written at the end.
         keep_every: steps between checkpoints kept forever (null: only latest).
         progress: show a progress bar.
-        keep_best: also keep ``checkpoints/best.pt``, the checkpoint with the best online kNN (needs
+        keep_best: also keep ``checkpoints/best.pt``, the best checkpoint by ``run.best_by`` (needs
             ``eval.monitor_every``).
+        best_by: what ``best.pt`` follows: ``knn`` (the online kNN, highest; needs labels) or ``val_loss``
+            (the validation loss of the online monitor, lowest; needs ``eval.monitor_val_loss``).
         loggers: where metrics go besides ``metrics.jsonl`` (always written): ``tensorboard``
             (``RUN/tensorboard``), ``wandb`` (``RUN/wandb``; the config, metrics, and the best and final
             checkpoints as model artifacts).
@@ -302,6 +304,7 @@ class RunConfig:
     keep_every: int | None = bounded(None, ge=1)
     progress: bool = True
     keep_best: bool = False
+    best_by: Literal["knn", "val_loss"] = "knn"
     loggers: tuple[Literal["jsonl", "tensorboard", "wandb"], ...] = ("jsonl",)
     wandb_project: str | None = None
     wandb_name: str | None = None
@@ -319,11 +322,19 @@ class EvalConfig:
         train_samples, test_samples: use the first N images of each split (null: all).
         batch_size: images per forward pass.
         monitor_every: epochs between online monitors during pretraining (null: off): kNN of the evaluated
-            encoder on a fixed held-out subset of the training split, and collapse metrics (feature std,
-            RankMe, mean pairwise cosine), logged to metrics.jsonl with a warning when collapse sets in.
+            encoder on fixed images of the training split (queries against a labelled bank; the test split
+            is never used), and collapse metrics (feature std, RankMe, mean pairwise cosine, SIGReg
+            statistic), logged to metrics.jsonl with a warning when collapse sets in.
+            With ``monitor_val_loss``, also the method's loss on the query images (below).
         monitor_train_samples: labelled memory bank of the online kNN (the first training images).
         monitor_val_samples: query images of the online kNN (the last training images).
         monitor_k: neighbours of the online kNN.
+        monitor_val_loss: each monitor pass also logs ``val_loss``, the method's loss on the query images
+            with the same masks and views at every pass (no gradient; whole global batches of
+            ``optim.batch_size``, or one smaller batch when there are fewer images).
+        monitor_holdout: leave the query images out of pretraining, so that the online kNN and the
+            validation loss see images the encoder never trained on (the stream then reads the training
+            images before them: ``data.subset`` images at most).
     """
 
     knn_k: tuple[int, ...] = bounded((10, 20, 200), ge=1)
@@ -335,6 +346,8 @@ class EvalConfig:
     monitor_train_samples: int = bounded(5000, ge=1)
     monitor_val_samples: int = bounded(1000, ge=1)
     monitor_k: int = bounded(20, ge=1)
+    monitor_val_loss: bool = True
+    monitor_holdout: bool = False
 
 
 # ---- the method section: filled in by the methods themselves -------------------------------------------
@@ -428,6 +441,11 @@ def check_config(cfg: Config, training: bool = True) -> None:
         raise ConfigError("config key 'run.out_dir' must name the run folder, got ''")
     if r.keep_best and e.monitor_every is None:
         raise ConfigError("run.keep_best needs the online monitor: set eval.monitor_every (epochs)")
+    if r.keep_best and r.best_by == "val_loss" and not e.monitor_val_loss:
+        raise ConfigError(
+            "run.best_by=val_loss needs the validation loss: set eval.monitor_val_loss=true "
+            "(or run.best_by=knn)"
+        )
     cfg.method.check(cfg)
     if training:
         cfg.method.check_training(cfg)

@@ -124,6 +124,38 @@ class StepBatches:
             self.skipped_images += replaced
             yield step, images
 
+    def read(self, global_indices: torch.Tensor, step: int) -> torch.Tensor:
+        """This rank's rows of a batch of chosen dataset indices, read as the stream reads the batch of
+        ``step`` (a fixed batch outside the data order, e.g. the validation images of the online monitor).
+
+        Args:
+            global_indices: (G,) dataset indices of the whole batch over all ranks.
+            step: the step whose per-image draws a dataset that takes step keys uses (crops).
+        """
+        rows = slice(self.rank, len(global_indices), self.world_size)
+        local = global_indices[rows]
+        tensors = in_memory_tensors(self.dataset)
+        if tensors is not None:
+            return tensors[0][local]
+        if getattr(self.dataset, "takes_step_keys", False):
+            rows_of = range(rows.start, len(global_indices), self.world_size)
+            keys: list[Any] = [StepKey(int(i), step, r) for i, r in zip(local, rows_of, strict=True)]
+        else:
+            keys = [int(i) for i in local]
+        return _stack_images([self.dataset[key] for key in keys])[0]
+
+
+def monitor_split(n: int, bank: int, queries: int) -> tuple[int, int]:
+    """Sizes of the online monitor's labelled bank (the first images) and queries (the last) in a training
+    set of ``n`` images: as asked, or both shrunk in proportion when they do not fit (at least 2 each)."""
+    if n < 4:
+        raise ValueError(f"the online monitor needs at least 4 training images, the dataset has {n}")
+    if bank + queries > n:
+        scale = n / (bank + queries)
+        bank = max(2, int(bank * scale))
+        queries = max(2, n - bank)
+    return bank, queries
+
 
 class StepKey(NamedTuple):
     """How :class:`StepBatches` reads an item of a dataset that takes step keys."""

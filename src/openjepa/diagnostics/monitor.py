@@ -1,14 +1,16 @@
-"""Online monitoring during pretraining: kNN on a fixed held-out subset and collapse metrics.
+"""Online monitoring during pretraining: kNN on fixed training images, collapse metrics, validation loss.
 
 The monitor draws two fixed, disjoint subsets of the *training* split once: a labelled memory bank (the
 first ``train_samples`` images) and queries (the last ``val_samples`` images). Every few epochs the
 method's evaluated encoder (I-JEPA: the target encoder) embeds both (average-pooled tokens), and the
 monitor reports the queries' kNN accuracy against the bank, plus the collapse metrics of the query
 embeddings (see :mod:`openjepa.diagnostics.collapse`). The test split is never used, so choosing the "best"
-checkpoint by this kNN does not peek at test data.
+checkpoint by this kNN does not peek at test data. Pretraining reads the queries too (their labels never),
+unless ``eval.monitor_holdout`` leaves them out.
 
-:class:`MonitorCallback` runs it inside the trainer (``eval.monitor_every``) and keeps ``best.pt``
-(``run.keep_best``).
+:class:`MonitorCallback` runs it inside the trainer (``eval.monitor_every``), adds the validation loss (the
+method's own loss on the queries with fixed masks and views: a signal that needs no labels) and keeps
+``best.pt`` by either (``run.keep_best``, ``run.best_by``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import nn
 
 from openjepa.config import Config
 from openjepa.data.datasets import in_memory_tensors
+from openjepa.data.stream import monitor_split
 from openjepa.diagnostics.collapse import collapse_metrics, collapse_warnings
 from openjepa.eval.data import encoder_input
 from openjepa.eval.features import extract_features
@@ -75,12 +78,7 @@ class OnlineMonitor:
         amp_dtype: torch.dtype | None = None,
     ) -> None:
         n = len(dataset)
-        if n < 4:
-            raise ValueError(f"the online monitor needs at least 4 training images, the dataset has {n}")
-        if train_samples + val_samples > n:  # shrink both, keeping their ratio
-            scale = n / (train_samples + val_samples)
-            train_samples = max(2, int(train_samples * scale))
-            val_samples = max(2, n - train_samples)
+        train_samples, val_samples = monitor_split(n, train_samples, val_samples)
         self.bank_images, self.bank_labels = _images_and_labels(dataset, torch.arange(train_samples))
         self.query_images, self.query_labels = _images_and_labels(dataset, torch.arange(n - val_samples, n))
         self.has_labels = bool((self.bank_labels >= 0).all() and (self.query_labels >= 0).all())
@@ -120,27 +118,44 @@ class OnlineMonitor:
 
 class MonitorCallback(Callback):
     """The online monitor inside the trainer: before the first step, every ``every_epochs`` epochs and at
-    the last step, on the main process. It logs a ``"monitor": true`` line, warns on collapse, and keeps the
-    best checkpoint by online kNN as ``best.pt`` when ``keep_best``.
+    the last step. It logs a ``"monitor": true`` line, warns on collapse, and keeps the best checkpoint as
+    ``best.pt`` when ``keep_best``.
+
+    The kNN and collapse metrics run on the main process; the validation loss (``val_loss``: the method's
+    loss on the monitor's query images with fixed masks and views, :meth:`Trainer.validation_loss`) runs
+    on every process, since a method's loss may gather the global batch.
 
     Args:
         every_epochs: epochs between checks (may be fractional).
-        keep_best: write ``checkpoints/best.pt`` whenever the online kNN improves.
+        keep_best: write ``checkpoints/best.pt`` whenever ``best_by`` improves.
+        best_by: ``knn`` (highest online kNN) or ``val_loss`` (lowest validation loss).
+        val_loss: compute the validation loss.
         **monitor: arguments of :class:`OnlineMonitor` other than the dataset, image size and device.
     """
 
     state_key: ClassVar[str | None] = "online_monitor"
     handles: ClassVar[tuple[str, ...]] = ("eval.monitor_every", "run.keep_best")
 
-    def __init__(self, every_epochs: float, keep_best: bool = False, **monitor: Any) -> None:
+    def __init__(
+        self,
+        every_epochs: float,
+        keep_best: bool = False,
+        best_by: str = "knn",
+        val_loss: bool = True,
+        **monitor: Any,
+    ) -> None:
         if every_epochs <= 0:
             raise ValueError(f"eval.monitor_every must be a positive number of epochs, got {every_epochs}")
+        if best_by not in ("knn", "val_loss"):
+            raise ValueError(f"run.best_by must be knn or val_loss, got {best_by!r}")
         self.every_epochs = every_epochs
         self.every_steps = 1
-        self.keep_best = keep_best
+        self.keep_best, self.best_by, self.val_loss = keep_best, best_by, val_loss
         self.options = monitor
         self.monitor: OnlineMonitor | None = None
+        self.queries = torch.empty(0, dtype=torch.long)
         self.best_knn = -math.inf
+        self.best_val_loss = math.inf
 
     @classmethod
     def from_config(cls, cfg: Config) -> MonitorCallback | None:
@@ -151,6 +166,8 @@ class MonitorCallback(Callback):
         return cls(
             e.monitor_every,
             keep_best=cfg.run.keep_best,
+            best_by=cfg.run.best_by,
+            val_loss=e.monitor_val_loss,
             train_samples=e.monitor_train_samples,
             val_samples=e.monitor_val_samples,
             k=e.monitor_k,
@@ -159,13 +176,19 @@ class MonitorCallback(Callback):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_knn": self.best_knn}
+        return {"best_knn": self.best_knn, "best_val_loss": self.best_val_loss}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_knn = float(state.get("best_knn", -math.inf))
+        self.best_val_loss = float(state.get("best_val_loss", math.inf))
 
     def on_fit_start(self, trainer: Trainer) -> None:
         self.every_steps = max(1, round(self.every_epochs * trainer.stream.steps_per_epoch))
+        n = len(trainer.dataset)  # type: ignore[arg-type]
+        _, queries = monitor_split(
+            n, self.options.get("train_samples", 5000), self.options.get("val_samples", 1000)
+        )
+        self.queries = torch.arange(n - queries, n)
         if trainer.runtime.dist.is_main:
             augment = trainer.augment
             self.monitor = OnlineMonitor(
@@ -185,11 +208,15 @@ class MonitorCallback(Callback):
             self.check(trainer)
 
     def check(self, trainer: Trainer) -> None:
-        """Run the monitor on the method's evaluated encoder (main process); every process waits."""
+        """Run the monitor on the method's evaluated encoder (main process) and the validation loss (every
+        process); every process waits for the main one."""
+        t0 = time.perf_counter()
+        val_loss = trainer.validation_loss(self.queries) if self.val_loss else None
         if self.monitor is not None:
-            t0 = time.perf_counter()
             result = self.monitor(trainer.method.get_encoder())
             reasons = result.pop("collapse_reasons")
+            if val_loss is not None:
+                result["val_loss"] = val_loss
             trainer.log(
                 {
                     "epoch": round(trainer.epoch, 4),
@@ -205,9 +232,17 @@ class MonitorCallback(Callback):
                     "or variance/covariance terms (C-JEPA).",
                     file=sys.stderr,
                 )
-            knn = result.get("knn_top1")
-            if knn is not None and knn > self.best_knn:
-                self.best_knn = knn
-                if self.keep_best:
-                    trainer.save_best({"step": trainer.step, "knn_top1": knn})
+            self._keep_best(trainer, result.get("knn_top1"), val_loss)
         barrier(trainer.runtime.dist)
+
+    def _keep_best(self, trainer: Trainer, knn: float | None, val_loss: float | None) -> None:
+        improved = False
+        if knn is not None and knn > self.best_knn:
+            self.best_knn = knn
+            improved = self.best_by == "knn"
+        if val_loss is not None and math.isfinite(val_loss) and val_loss < self.best_val_loss:
+            self.best_val_loss = val_loss
+            improved = improved or self.best_by == "val_loss"
+        if improved and self.keep_best:
+            info = {"step": trainer.step, "knn_top1": knn, "val_loss": val_loss}
+            trainer.save_best({k: v for k, v in info.items() if v is not None})

@@ -39,10 +39,10 @@ from openjepa.config import Config, check_config, save_config, to_dict
 from openjepa.data.augment import PretrainAugment
 from openjepa.data.datasets import build_dataset, dataset_channels
 from openjepa.data.datasets.folder import CropSpec, ImageFolder
-from openjepa.data.stream import StepBatches
+from openjepa.data.stream import StepBatches, monitor_split
 from openjepa.data.transforms import normalization_stats
 from openjepa.methods.base import Method, StepContext, build_method, get_method
-from openjepa.rng import rng_state, set_rng_state
+from openjepa.rng import Stream, rng_state, set_rng_state
 from openjepa.runtime import Runtime, build_runtime
 from openjepa.runtime.distributed import (
     ProcessGroupError,
@@ -101,6 +101,16 @@ def build_train_data(cfg: Config) -> Dataset:
     return dataset
 
 
+def training_images(cfg: Config, n: int) -> int | None:
+    """How many of the first training images pretraining reads (None: all ``n``): ``data.subset``, and
+    with ``eval.monitor_holdout`` none of the online monitor's query images (the last ones)."""
+    subset, e = cfg.data.subset, cfg.eval
+    if not (e.monitor_holdout and e.monitor_every is not None):
+        return subset
+    _, queries = monitor_split(n, e.monitor_train_samples, e.monitor_val_samples)
+    return min(n if subset is None else subset, n - queries)
+
+
 def build_augment(cfg: Config, channels: int, dataset: Dataset | None = None) -> PretrainAugment:
     """The run's crops: ``data.image_size``, ``data.crop_scale``, ``data.flip``, the dataset's statistics.
 
@@ -157,7 +167,7 @@ class Trainer:
             dist.rank,
             dist.world_size,
             num_workers=cfg.data.num_workers,
-            subset=cfg.data.subset,
+            subset=training_images(cfg, len(self.dataset)),  # type: ignore[arg-type]
             pin_memory=self.device.type == "cuda",
         )
         if (o.batch_size // dist.world_size) % o.grad_accum:
@@ -297,6 +307,44 @@ class Trainer:
             {key: all_reduce_mean(value / o.grad_accum, dist) for key, value in metric_sums.items()},
             hp,
         )
+
+    @torch.no_grad()
+    def validation_loss(self, indices: torch.Tensor) -> float | None:
+        """The method's loss on the dataset images ``indices`` (every process passes the same), with the
+        same masks and views at every call: no gradient, eval mode, nothing of the training state changed.
+
+        The images go through in whole global batches of ``optim.batch_size`` (the remainder is left out),
+        or in one smaller batch when there are fewer, each process taking its rows as in a training step;
+        a method's statistics over the global batch (VICReg, SIGReg) see every process's rows. Every process
+        must call it. Returns the mean over the batches, or None when there are fewer images than processes.
+        """
+        dist = self.runtime.dist
+        size = min(self.cfg.optim.batch_size, len(indices) // dist.world_size * dist.world_size)
+        if size == 0:
+            return None
+        batches = len(indices) // size
+        total = torch.zeros((), device=self.device)
+        was_training = self.method.training
+        self.method.eval()
+        try:
+            for b in range(batches):
+                images = self.stream.read(indices[b * size : (b + 1) * size], b).to(self.device)
+                ctx = StepContext(
+                    b,
+                    self.cfg.run.seed ^ Stream.VALIDATION,
+                    dist.rank,
+                    slice(dist.rank, size, dist.world_size),
+                    size,
+                    self.device,
+                    self.augment,
+                )
+                inputs = self.method.prepare_batch(images, ctx)
+                with self.runtime.autocast():
+                    loss, _ = self.method(inputs)
+                total += loss.float()
+        finally:
+            self.method.train(was_training)
+        return float(all_reduce_mean(total / batches, dist).item())
 
     def fit(self) -> dict[str, Any]:
         """Train until the schedule ends (or ``run.max_steps``); returns a summary of the run.

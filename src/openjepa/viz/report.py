@@ -45,6 +45,7 @@ _TITLES = {
     "wd": "weight decay",
     "images_per_s": "throughput (images/s)",
     "knn_top1": "online kNN top-1 (%)",
+    "val_loss": "validation loss (the method's loss on the monitor's query images, fixed draws)",
     "rankme": "RankMe (effective rank)",
     "feature_std": "feature std",
     "mean_cosine": "mean cosine similarity",
