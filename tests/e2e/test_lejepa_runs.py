@@ -4,9 +4,9 @@ torchrun processes follow one process on the same global batch."""
 import pytest
 import torch
 
+from openjepa.api import build_trainer
 from openjepa.cli import main
 from openjepa.config import load_config
-from openjepa.train.trainer import Trainer
 from tests.helpers import TINY, metrics, torchrun2, write_empty
 
 pytestmark = pytest.mark.slow
@@ -34,13 +34,21 @@ def test_trains_resumes_bit_for_bit_and_evaluates(tmp_path, capsys):
 
 
 def test_torchrun_two_processes_match_one_process(tmp_path):
-    overrides = run_dir(tmp_path, "ddp", "run.max_steps=3")
+    # with the online monitor's validation loss, which every process computes on its rows (SIGReg all-reduced)
+    monitor = ("run.max_steps=3", "eval.monitor_every=0.0078125", "eval.monitor_train_samples=64",
+               "eval.monitor_val_samples=40")  # fmt: skip
+    overrides = run_dir(tmp_path, "ddp", *monitor)
     torchrun2("dist_worker.py", str(tmp_path), *overrides)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    single = Trainer(load_config(None, run_dir(tmp_path, "single", "run.max_steps=3")))
+    single = build_trainer(load_config(None, run_dir(tmp_path, "single", *monitor)))
     single.fit()
     for key, value in single.method.state_dict().items():
         torch.testing.assert_close(r0[key], value, rtol=1e-4, atol=1e-5, msg=key)
     ddp, one = metrics(tmp_path / "ddp"), metrics(tmp_path / "single")
     for key in ("loss", "sigreg", "prediction"):
-        assert [r[key] for r in ddp] == pytest.approx([r[key] for r in one], rel=1e-4), key
+        steps = [r[key] for r in one if not r.get("monitor")]
+        assert [r[key] for r in ddp if not r.get("monitor")] == pytest.approx(steps, rel=1e-4), key
+    val = [(r["step"], r["val_loss"]) for r in one if r.get("monitor")]
+    assert [s for s, _ in val] == [0, 2, 3]
+    ddp_val = [(r["step"], r["val_loss"]) for r in ddp if r.get("monitor")]
+    assert ddp_val == [(s, pytest.approx(v, rel=1e-4)) for s, v in val]

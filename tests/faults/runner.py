@@ -33,7 +33,8 @@ def pretrain_cmd(config: Path, run: Path, *overrides: str) -> list[str]:
 
 
 def child_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    path = os.pathsep.join([str(REPO / "src"), str(REPO)])  # this checkout's code, whatever is installed
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
 
 
 def start(config: Path, run: Path, *overrides: str) -> subprocess.Popen:
