@@ -72,3 +72,30 @@ def test_local_size_defaults_to_three_sevenths_in_whole_patches_and_is_checked()
     )
     with pytest.raises(ConfigError, match="method.local_size=10 must be a multiple of model.patch_size=4"):
         load_config(None, [*LEJEPA, "method.local_size=10"])
+
+
+def test_photometric_views_are_the_crops_augmented_with_each_views_own_draws():
+    from openjepa.data.transforms import normalize
+    from openjepa.methods.lejepa import PHOTOMETRIC_STREAM
+    from openjepa.rng import step_generator
+
+    plain, photo = make(), make("method.photometric=true")
+    assert plain.photometric is None and photo.photometric is not None
+    first, second, local = photo.photometric[0], photo.photometric[1], photo.photometric[2]
+    assert (first.blur_p, first.solarize_p, second.blur_p, second.solarize_p) == (1.0, 0.0, 0.1, 0.2)
+    assert (local.blur_p, local.solarize_p) == (0.5, 0.0) and photo.photometric[3] is local
+    images = torch.randint(
+        0, 256, (8, 1, 16, 16), generator=torch.Generator().manual_seed(2), dtype=torch.uint8
+    )
+    ctx = context(5)
+    a, b = plain.prepare_batch(images, ctx), photo.prepare_batch(images, ctx)
+    assert all(a[k].shape == b[k].shape for k in a) and not torch.equal(a["global"], b["global"])
+    # view 2 (the first local view) by hand: its crops, then its augmenter on its own generator
+    crop = PretrainAugment(
+        8, ctx.augment.mean, ctx.augment.std, (0.05, 0.3), True, seed=ctx.seed ^ (0x1E7E_0000 + 2)
+    )
+    x = crop.crops(images, ctx.step, ctx.rows, ctx.global_batch)
+    x = local(x, step_generator(ctx.seed ^ (PHOTOMETRIC_STREAM + 2), ctx.step, ctx.rank))
+    torch.testing.assert_close(b["local"][:, 0], normalize(x, ctx.augment.mean, ctx.augment.std))
+    again = photo.prepare_batch(images, ctx)
+    assert all(torch.equal(b[k], again[k]) for k in b)  # a pure function of (seed, step, rank)

@@ -4,7 +4,9 @@ an image are pulled together, and SIGReg keeps the embeddings an isotropic Gauss
 One step, for each image of the batch:
 
 1. ``global_views`` crops at the run's image size and ``local_views`` smaller crops (``local_size``), each
-   a random resized crop (+ flip) drawn for the global batch from ``(seed, step, view)``;
+   a random resized crop (+ flip) drawn for the global batch from ``(seed, step, view)``; with
+   ``photometric``, each view then gets colour jitter, grayscale, blur and solarization (the two global
+   views VICReg's asymmetric pair, the local ones blur with probability 0.5), drawn per process;
 2. every view through the encoder (the local ones at their own, smaller grid of patches), tokens
    average-pooled, then through the projector: ``z`` (B, V, K);
 3. prediction term: the mean squared distance of every view's ``z`` to the mean of the global views' ``z``;
@@ -32,6 +34,8 @@ from torch import nn
 
 from openjepa.config import Config, ConfigError, MethodConfig, bounded
 from openjepa.data.augment import PretrainAugment
+from openjepa.data.photometric import PhotometricAugment, vicreg_views
+from openjepa.data.transforms import normalize
 from openjepa.losses.sigreg import epps_pulley, random_directions, t_grid
 from openjepa.methods.base import Method, StepContext, StepOutput
 from openjepa.methods.cjepa import build_projector
@@ -41,6 +45,7 @@ from openjepa.rng import step_generator
 
 VIEW_STREAM = 0x1E7E_0000  # XOR-ed into the run seed, plus the view's index: one crop stream per view
 SLICE_STREAM = 0x1E7E_5110  # the SIGReg directions of a step
+PHOTOMETRIC_STREAM = 0x1E7E_1000  # plus the view's index: the photometric draws of a view, per process
 
 
 @dataclass
@@ -58,6 +63,9 @@ class LeJEPAConfig(MethodConfig):
         lamb: λ, the weight of SIGReg against the prediction term (``λ·SIGReg + (1 − λ)·prediction``).
         num_slices: random directions per step of SIGReg.
         t_max, t_points: the grid of SIGReg's integral over t (trapezoid rule on [−t_max, t_max]).
+        photometric: after the crops, colour jitter, grayscale, blur and solarization per view (the
+            multi-crop recipes' augmentations); drawn per process from (seed, step, rank, view), so a
+            ``torchrun`` run no longer equals one process on the same global batch.
     """
 
     name: str = "lejepa"
@@ -71,6 +79,7 @@ class LeJEPAConfig(MethodConfig):
     num_slices: int = bounded(256, ge=1)
     t_max: float = bounded(5.0, gt=0)
     t_points: int = bounded(17, ge=2)
+    photometric: bool = False
 
     def check(self, cfg: Config) -> None:
         """The local crops must be a whole number of patches; the projector needs a layer.
@@ -106,6 +115,7 @@ class LeJEPA(Method):
         global_scale, local_scale: area ranges of the crops.
         lamb: λ.
         num_slices, t_max, t_points: SIGReg's settings.
+        photometric: photometric augmentations per view after the crops.
     """
 
     name = "lejepa"
@@ -132,6 +142,7 @@ class LeJEPA(Method):
         num_slices: int = 256,
         t_max: float = 5.0,
         t_points: int = 17,
+        photometric: bool = False,
     ):
         super().__init__()
         self.encoder, self.projector = encoder, projector
@@ -142,6 +153,12 @@ class LeJEPA(Method):
         self.register_buffer("t", t, persistent=False)
         self.register_buffer("weights", weights, persistent=False)
         self.directions: torch.Tensor | None = None  # this step's SIGReg directions, set by prepare_batch
+        self.photometric: list[PhotometricAugment] | None = None
+        if photometric:
+            first, second = vicreg_views()  # the asymmetric pair of the global views, then the locals'
+            local = PhotometricAugment(blur_p=0.5, solarize_p=0.0)
+            pairs = [first, second] * global_views
+            self.photometric = pairs[:global_views] + [local] * local_views
         with torch.no_grad():
             self.embedding_dim = int(projector(torch.zeros(2, encoder.embed_dim)).shape[-1])  # K
 
@@ -163,6 +180,7 @@ class LeJEPA(Method):
             m.num_slices,
             m.t_max,
             m.t_points,
+            m.photometric,
         )
 
     @classmethod
@@ -180,7 +198,14 @@ class LeJEPA(Method):
             size = a.size if is_global else self.local_size
             scale = self.global_scale if is_global else self.local_scale
             crop = PretrainAugment(size, a.mean, a.std, scale, a.flip, ctx.seed ^ (VIEW_STREAM + v))
-            views.append(crop(images, ctx.step, ctx.rows, ctx.global_batch))  # (B, C, size, size)
+            if self.photometric is None:
+                views.append(crop(images, ctx.step, ctx.rows, ctx.global_batch))  # (B, C, size, size)
+                continue
+            x = crop.crops(images, ctx.step, ctx.rows, ctx.global_batch)  # in [0, 1]
+            x = self.photometric[v](
+                x, step_generator(ctx.seed ^ (PHOTOMETRIC_STREAM + v), ctx.step, ctx.rank)
+            )
+            views.append(normalize(x, a.mean, a.std))
         g = step_generator(ctx.seed ^ SLICE_STREAM, ctx.step)
         self.directions = random_directions(self.embedding_dim, self.num_slices, g).to(ctx.device)  # (K, M)
         batch = {"global": torch.stack(views[: self.global_views], dim=1)}  # (B, Vg, C, S, S)

@@ -1,0 +1,131 @@
+"""benchmarks/study.py: the budgets it trains for, the statistics and the table it reports (no training)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("study", ROOT / "benchmarks" / "study.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _train(step: int, rate: float) -> dict:
+    return {"step": step, "loss": 0.1, "images_per_s": rate}
+
+
+def test_seconds_per_step_is_the_median_rate_without_start_up_or_monitored_intervals(study):
+    rows = [
+        {"step": 0, "monitor": True, "knn_top1": 10.0},
+        _train(10, 50.0),  # start-up: skipped
+        _train(20, 256.0),
+        _train(30, 128.0),
+        {"step": 35, "monitor": True, "knn_top1": 20.0},
+        _train(40, 10.0),  # held the monitor pass at step 35: left out
+        _train(50, 64.0),
+    ]
+    # median of 256, 128, 64 images/s = 128 → one step of 128 images takes 1 s
+    assert study.seconds_per_step(rows, skip_steps=10) == pytest.approx(1.0)
+    assert study.seconds_per_step(rows[:4], skip_steps=10) == pytest.approx(128 / 192)
+    with pytest.raises(SystemExit, match="calibration-steps"):
+        study.seconds_per_step(rows[:2], skip_steps=10)
+
+
+def test_budgets_fill_the_wall_time_or_take_the_steps(study):
+    assert study.budget_steps(300.0, 0.25) == 1200
+    assert study.budget_steps(300.0, 0.7) == 428  # whole steps that fit
+    assert study.budget_steps(1.0, 5.0) == 1
+    timed = study.Plan("t", {}, minutes=5.0)
+    assert study.cell_steps(timed, 0.25) == 1200
+    assert study.cell_steps(study.Plan("s", {}, steps=700), None) == 700
+
+
+def test_training_images_follow_the_subset_and_the_held_out_queries(study):
+    assert study.training_images(study.Plan("a", {})) == 60_000
+    assert study.training_images(study.Plan("b", {}, subset=12_800)) == 12_800
+    held = ("eval.monitor_holdout=true",)
+    assert study.training_images(study.Plan("c", {}, common=held)) == 59_000
+    assert study.training_images(study.Plan("d", {}, subset=12_800, common=held)) == 12_800
+
+
+def test_spearman_against_hand_worked_ranks(study):
+    assert study.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert study.spearman([1, 2, 3, 4], [9, 7, 5, 1]) == pytest.approx(-1.0)
+    # x ranks 0,1,2,3; y = [1, 3, 2, 4] ranks 0,2,1,3: 1 - 6·Σd²/(n(n²-1)) = 1 - 6·2/60 = 0.8
+    assert study.spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    # ties take the average rank: y ranks 0.5, 0.5, 2 against x ranks 0, 1, 2 → Pearson of the ranks
+    assert study.spearman([1, 2, 3], [5, 5, 6]) == pytest.approx(math.sqrt(3) / 2)
+    assert math.isnan(study.spearman([1, 2], [2, 1]))  # too few points
+    assert math.isnan(study.spearman([1, 2, 3], [4, 4, 4]))  # no spread
+
+
+def test_every_plan_names_existing_presets(study):
+    for plan in study.PLANS.values():
+        assert (plan.minutes is None) != (plan.steps is None), plan.title
+        for cell in plan.cells.values():
+            assert (ROOT / "configs" / cell.preset).is_file(), cell.preset
+
+
+def test_the_table_reports_mean_and_std_over_seeds_and_the_loss_knn_correlation(study, tmp_path):
+    def cell(name: str, k10: float, linear: float, online: float, val_losses: list[float]) -> None:
+        d = tmp_path / name
+        d.mkdir()
+        knns = [10.0, 30.0, 20.0, online]
+        rows = [
+            *(_train(step, 128.0) for step in range(10, 130, 10)),
+            *({"step": 40 * i, "monitor": True, "knn_top1": k, "val_loss": v, "rankme": 30.0, "sigreg": 0.5}
+              for i, (k, v) in enumerate(zip(knns, val_losses, strict=True))),
+        ]  # fmt: skip
+        rows.sort(key=lambda r: (r["step"], bool(r.get("monitor"))))
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        ev = {
+            "knn": {"rows": [{"name": "enc", "k10": k10, "k20": k10 - 1}]},
+            "linear": {"rows": [{"name": "enc", "top1": linear}]},
+        }
+        (d / "study_eval.json").write_text(json.dumps(ev))
+
+    cell("ijepa_s0", 70.0, 75.0, 60.0, [4.0, 2.0, 3.0, 1.0])  # loss falls as kNN rises: ρ = -1
+    cell("ijepa_s1", 72.0, 79.0, 64.0, [4.0, 3.0, 2.0, 1.0])  # ρ = -0.8
+    cell("lejepa_s0", 50.0, 55.0, 40.0, [1.0, 1.0, 1.0, 1.0])  # no spread: NaN
+    base = tmp_path / "baselines"
+    base.mkdir()
+    pixels = {"name": "raw pixels", "k10": 82.5, "k20": 82.0, "top1": 83.6}
+    own = {"name": "enc", "k10": 1.0, "k20": 1.0, "top1": 1.0}
+    (base / "study_eval.json").write_text(
+        json.dumps({"knn": {"rows": [pixels, own]}, "linear": {"rows": [pixels, own]}})
+    )
+    plan = study.PLANS["methods"]
+    results = study.collect(plan, tmp_path, {"ijepa": 0.5})
+    assert set(results["cells"]) == {"ijepa_s0", "ijepa_s1", "lejepa_s0"}
+    assert results["cells"]["ijepa_s0"]["step_s"] == pytest.approx(1.0)  # measured: 128 images/s
+    assert results["cells"]["ijepa_s0"]["val_loss_knn_spearman"] == pytest.approx(-1.0)
+    assert results["cells"]["ijepa_s1"]["val_loss_knn_spearman"] == pytest.approx(-0.8)
+    assert math.isnan(results["cells"]["lejepa_s0"]["val_loss_knn_spearman"])
+    assert list(results["baselines"]) == ["raw pixels"]  # the baseline run's own encoder is not a row
+    lines = study.table(results, plan).splitlines()
+    ijepa = next(line for line in lines if line.startswith("| I-JEPA |"))
+    sd = math.sqrt(2)  # sample std of two values 2 apart
+    assert ijepa.split(" | ")[1:9] == [
+        "0, 1", "120 (0.500)", f"71.00 ± {sd:.2f}", f"70.00 ± {sd:.2f}", f"77.00 ± {2 * sd:.2f}",
+        f"62.00 ± {2 * sd:.2f}", f"-0.90 ± {0.2 / sd:.2f}", "30.0",
+    ]  # fmt: skip
+    lejepa = next(line for line in lines if line.startswith("| LeJEPA"))
+    assert " | 50.00 | 49.00 | 55.00 | 40.00 | – | " in lejepa and "(1.000)" in lejepa  # measured s/step
+    assert next(line for line in lines if line.startswith("| raw pixels")).split(" | ")[3:6] == [
+        "82.50",
+        "82.00",
+        "83.60",
+    ]
+    assert "5 min of training per cell on all 60,000" in lines[0]
