@@ -102,11 +102,10 @@ PLANS: dict[str, Plan] = {
         notes=("every cell from the published runs' init (model.init=reference)",),
     ),
     "screen1": Plan(
-        "Screen 1: C-JEPA and LeJEPA levers for short runs, 3 minutes, one seed",
+        "Screen 1: levers for short runs, 3 minutes, one seed",
         {
             "cjepa": Cell("C-JEPA C, β_vicreg 0.001 (preset)", CJEPA),
             "cjepa_b01": Cell("C-JEPA C, β_vicreg 0.01", CJEPA, ("method.beta_vicreg=0.01",)),
-            "cjepa_b03": Cell("C-JEPA C, β_vicreg 0.03", CJEPA, ("method.beta_vicreg=0.03",)),
             "cjepa_b01_flip": Cell(
                 "C-JEPA C, β 0.01, flips", CJEPA, ("method.beta_vicreg=0.01", "data.flip=true")
             ),
@@ -116,12 +115,14 @@ PLANS: dict[str, Plan] = {
             "cjepa_b01_lr2": Cell(
                 "C-JEPA C, β 0.01, lr 2e-3", CJEPA, ("method.beta_vicreg=0.01", "optim.lr=2e-3")
             ),
+            "cjepa_b03": Cell("C-JEPA C, β_vicreg 0.03", CJEPA, ("method.beta_vicreg=0.03",)),
             "lejepa_l2": Cell("LeJEPA, 2 local views", LEJEPA, ("method.local_views=2",)),
             "lejepa_l2_photo": Cell(
                 "LeJEPA, 2 local views, photometric",
                 LEJEPA,
                 ("method.local_views=2", "method.photometric=true"),
             ),
+            "ijepa_sigreg005": Cell("I-JEPA + SIGReg (weight 0.005)", IJEPA, ("method.sigreg=0.005",)),
             "lejepa_l2_lr": Cell(
                 "LeJEPA, 2 local views, lr 5e-4, wd 0.05",
                 LEJEPA,
