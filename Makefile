@@ -3,12 +3,16 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test demo bench lint docs
+.PHONY: install install-core data test demo bench lint docs
 
 # torch first and pinned when none is installed: a looser requirement resolved on its own pulls the
-# CUDA build (gigabytes). GPU users with their own torch build keep it.
-install:
+# CUDA build (gigabytes). GPU users with their own torch build keep it. `install-core` is the package
+# alone (what `make demo` needs); `install` adds the test, lint and interop dependencies.
+install-core:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
+	$(PIP) install -e .
+
+install: install-core
 	$(PIP) install -e ".[test]"
 
 # Fashion-MNIST from Debian's package where apt is available; elsewhere point --data / OPENJEPA_DATA at the files.
@@ -25,11 +29,13 @@ data:
 test: install data lint
 	$(PYTHON) -m pytest -q
 
-# Pretrain configs/demo.yaml (a few minutes on 2 CPU cores), then kNN of the frozen target encoder next to
-# raw pixels and a randomly initialised ViT. Running it again resumes (a finished run is only re-evaluated).
-demo: install data
+# Pretrain configs/demo.yaml (about 5 minutes on 2 CPU cores), then kNN and a linear probe of the frozen target
+# encoder next to raw pixels and a randomly initialised ViT. Running it again resumes (a finished run is only
+# re-evaluated).
+demo: install-core data
 	$(PYTHON) -m openjepa.cli pretrain configs/demo.yaml
 	$(PYTHON) -m openjepa.cli eval knn runs/demo --baselines
+	$(PYTHON) -m openjepa.cli eval linear runs/demo --baselines
 
 bench: install
 	$(PYTHON) benchmarks/train_step.py --model vit_tiny --img 28 --channels 1 --patch 4 --batch 128 \

@@ -83,17 +83,21 @@ IJEPA, CJEPA, LEJEPA = (
     "fmnist_vit_tiny_cjepa.yaml",
     "fmnist_vit_tiny_lejepa.yaml",
 )
+D4 = ("method.beta_vicreg=0.01", "model.depth=4")  # screen 1's best C-JEPA cell
+# The C-JEPA preset as it was when the plans "methods" and "screen1" ran (6 blocks, the paper's β_vicreg);
+# their cells name these values so that running them again reproduces them.
+CJEPA_V1 = ("method.beta_vicreg=0.001", "model.depth=6")
 
 PLANS: dict[str, Plan] = {
     "methods": Plan(
         "I-JEPA, C-JEPA, LeJEPA and the SIGReg variants at equal wall time",
         {
             "ijepa": Cell("I-JEPA", IJEPA),
-            "cjepa": Cell("C-JEPA (reading C, VICReg)", CJEPA),
+            "cjepa": Cell("C-JEPA (reading C, VICReg)", CJEPA, CJEPA_V1),
             "lejepa": Cell("LeJEPA (λ = 0.05)", LEJEPA),
             "ijepa_sigreg": Cell("I-JEPA + SIGReg (weight 0.05)", IJEPA, ("method.sigreg=0.05",)),
             "cjepa_sigreg": Cell(
-                "C-JEPA, SIGReg for var/cov (β 0.01)", CJEPA, ("method.regulariser=sigreg",)
+                "C-JEPA, SIGReg for var/cov (β 0.01)", CJEPA, ("method.regulariser=sigreg", "model.depth=6")
             ),
         },
         minutes=5.0,
@@ -104,18 +108,22 @@ PLANS: dict[str, Plan] = {
     "screen1": Plan(
         "Screen 1: levers for short runs, 3 minutes, one seed",
         {
-            "cjepa": Cell("C-JEPA C, β_vicreg 0.001 (preset)", CJEPA),
-            "cjepa_b01": Cell("C-JEPA C, β_vicreg 0.01", CJEPA, ("method.beta_vicreg=0.01",)),
+            "cjepa": Cell("C-JEPA C, β_vicreg 0.001 (preset)", CJEPA, CJEPA_V1),
+            "cjepa_b01": Cell("C-JEPA C, β_vicreg 0.01", CJEPA, ("method.beta_vicreg=0.01", "model.depth=6")),
             "cjepa_b01_flip": Cell(
-                "C-JEPA C, β 0.01, flips", CJEPA, ("method.beta_vicreg=0.01", "data.flip=true")
+                "C-JEPA C, β 0.01, flips",
+                CJEPA,
+                ("method.beta_vicreg=0.01", "data.flip=true", "model.depth=6"),
             ),
             "cjepa_b01_d4": Cell(
                 "C-JEPA C, β 0.01, 4 blocks", CJEPA, ("method.beta_vicreg=0.01", "model.depth=4")
             ),
             "cjepa_b01_lr2": Cell(
-                "C-JEPA C, β 0.01, lr 2e-3", CJEPA, ("method.beta_vicreg=0.01", "optim.lr=2e-3")
+                "C-JEPA C, β 0.01, lr 2e-3",
+                CJEPA,
+                ("method.beta_vicreg=0.01", "optim.lr=2e-3", "model.depth=6"),
             ),
-            "cjepa_b03": Cell("C-JEPA C, β_vicreg 0.03", CJEPA, ("method.beta_vicreg=0.03",)),
+            "cjepa_b03": Cell("C-JEPA C, β_vicreg 0.03", CJEPA, ("method.beta_vicreg=0.03", "model.depth=6")),
             "lejepa_l2": Cell("LeJEPA, 2 local views", LEJEPA, ("method.local_views=2",)),
             "lejepa_l2_photo": Cell(
                 "LeJEPA, 2 local views, photometric",
@@ -138,6 +146,38 @@ PLANS: dict[str, Plan] = {
         common=("model.init=reference",),
         monitor_points=6,
         notes=("every cell from the published runs' init (model.init=reference)",),
+    ),
+    "screen2": Plan(
+        "Screen 2: around C-JEPA C, β 0.01, 4 blocks (screen 1's best), 3 minutes, one seed",
+        {
+            "d4": Cell("β 0.01, 4 blocks (screen 1's best, again)", CJEPA, D4),
+            "d3": Cell("β 0.01, 3 blocks", CJEPA, ("method.beta_vicreg=0.01", "model.depth=3")),
+            "d4_b03": Cell("β 0.03, 4 blocks", CJEPA, ("method.beta_vicreg=0.03", "model.depth=4")),
+            "d4_pred2": Cell(
+                "β 0.01, 4 blocks, 2-block predictor", CJEPA, D4 + ("method.predictor.depth=2",)
+            ),
+            "d4_lr2": Cell("β 0.01, 4 blocks, lr 2e-3", CJEPA, D4 + ("optim.lr=2e-3",)),
+            "d4_w128": Cell(
+                "β 0.01, 4 blocks, width 128 (4 heads)",
+                CJEPA,
+                D4 + ("model.embed_dim=128", "model.num_heads=4"),
+            ),
+            "d4_ema99": Cell("β 0.01, 4 blocks, EMA 0.99→1", CJEPA, D4 + ("method.ema=[0.99,1.0]",)),
+            "d4_crop5": Cell("β 0.01, 4 blocks, crops 0.5–1", CJEPA, D4 + ("data.crop_scale=[0.5,1.0]",)),
+            "d4_tgt": Cell(
+                "β 0.01, 4 blocks, target blocks 0.1–0.2 × 2",
+                CJEPA,
+                D4 + ("method.masks.target_scale=[0.1,0.2]", "method.masks.num_targets=2"),
+            ),
+        },
+        minutes=3.0,
+        common=("model.init=reference",),
+        monitor_points=6,
+        notes=(
+            "every cell from the published runs' init (model.init=reference)",
+            "cells with the same network and step cost (d4, d4_b03, d4_lr2, d4_ema99, d4_crop5) share the "
+            "median of their 40-step calibrations, 0.287 s/step (alone they read 0.267–0.318 s/step)",
+        ),
     ),
 }
 
@@ -526,6 +566,38 @@ def report(plan: Plan, out: Path) -> None:
         print(f"wrote {out / 'curves.png'}")
 
 
+def method_of(cell: Cell) -> str:
+    """A cell's method family: its preset's method, ``+ SIGReg`` where SIGReg is added or replaces VICReg."""
+    name = {IJEPA: "I-JEPA", CJEPA: "C-JEPA", LEJEPA: "LeJEPA"}.get(cell.preset, cell.preset)
+    sigreg = any(o.startswith("method.sigreg=") or o == "method.regulariser=sigreg" for o in cell.overrides)
+    return f"{name} + SIGReg" if sigreg and name != "LeJEPA" else name
+
+
+def across(pairs: list[str]) -> None:
+    """Spearman's ρ between each end-of-run monitor metric and the final kNN (k = 10), across the runs of
+    several plans' results files (``PLAN=FILE``): over all runs, and within each method family."""
+    runs: list[tuple[str, dict[str, Any]]] = []
+    for pair in pairs:
+        name, _, path = pair.partition("=")
+        if name not in PLANS or not path:
+            raise SystemExit(
+                f"--across takes PLAN=RESULTS.json pairs; got {pair!r} (plans: {' '.join(PLANS)})"
+            )
+        cells = json.loads(Path(path).read_text())["cells"]
+        runs += [(method_of(PLANS[name].cells[c["cell"]]), c) for c in cells.values() if c.get("monitor")]
+    groups = {"all runs": runs} | {m: [r for r in runs if r[0] == m] for m in sorted({m for m, _ in runs})}
+    print("| metric at the end | " + " | ".join(f"{g} ({len(rs)})" for g, rs in groups.items()) + " |")
+    print("|---" * (len(groups) + 1) + "|")
+    for key in ("rankme", "sigreg", "feature_std", "mean_cosine", "val_loss"):
+        cols = []
+        for rs in groups.values():
+            pts = [(c["monitor"][-1].get(key), c["knn"]["k10"]) for _, c in rs]
+            pts = [(x, y) for x, y in pts if x is not None]
+            rho = spearman([x for x, _ in pts], [y for _, y in pts])
+            cols.append("–" if math.isnan(rho) else f"{rho:+.2f}")
+        print(f"| {key} | " + " | ".join(cols) + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("plan", nargs="?", help="a name of PLANS (--list shows them)")
@@ -537,7 +609,16 @@ def main() -> None:
     p.add_argument("--threads", type=int, help="CPU threads of every run (default: the cores / jobs)")
     p.add_argument("--calibration-steps", type=int, default=40)
     p.add_argument("--report-only", action="store_true")
+    p.add_argument(
+        "--across",
+        nargs="+",
+        metavar="PLAN=RESULTS",
+        help="ρ between the end-of-run monitor metrics and the final kNN across these results files' runs",
+    )
     args = p.parse_args()
+    if args.across:
+        across(args.across)
+        return
     if args.list or args.plan is None:
         for name, plan in PLANS.items():
             print(f"{name}: {plan.title}\n  " + "\n  ".join(f"{n}: {c.label}" for n, c in plan.cells.items()))

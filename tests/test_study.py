@@ -129,3 +129,38 @@ def test_the_table_reports_mean_and_std_over_seeds_and_the_loss_knn_correlation(
         "83.60",
     ]
     assert "5 min of training per cell on all 60,000" in lines[0]
+
+
+def test_method_families_follow_the_preset_and_the_sigreg_overrides(study):
+    methods = study.PLANS["methods"].cells
+    assert study.method_of(methods["ijepa"]) == "I-JEPA"
+    assert study.method_of(methods["ijepa_sigreg"]) == "I-JEPA + SIGReg"
+    assert study.method_of(methods["cjepa_sigreg"]) == "C-JEPA + SIGReg"
+    assert study.method_of(methods["cjepa"]) == "C-JEPA"
+    assert study.method_of(methods["lejepa"]) == "LeJEPA"
+
+
+def test_across_ranks_end_of_run_metrics_against_the_final_knn(study, tmp_path, capsys):
+    def run(cell: str, knn: float, rankme: float) -> dict:
+        return {
+            "cell": cell,
+            "knn": {"k10": knn},
+            "monitor": [{"rankme": 1.0}, {"rankme": rankme, "sigreg": -knn}],
+        }
+
+    cells = {
+        "a": run("cjepa", 70.0, 5.0),
+        "b": run("cjepa_b01", 72.0, 3.0),
+        "c": run("cjepa_b01_d4", 75.0, 9.0),
+    }
+    cells["d"] = run("lejepa_l2_photo", 60.0, 1.0)
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"cells": cells}))
+    study.across([f"screen1={path}"])
+    lines = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines()}
+    # all 4 runs: rankme ranks (2, 1, 3, 0) against kNN ranks (1, 2, 3, 0) → ρ = 0.8; C-JEPA's 3: ρ = 0.5
+    assert lines["rankme"].split("|")[2:4] == [" +0.80 ", " +0.50 "]
+    assert lines["sigreg"].split("|")[2:4] == [" -1.00 ", " -1.00 "]
+    assert "– |" in lines["val_loss"]  # not logged: no value
+    with pytest.raises(SystemExit, match="PLAN=RESULTS.json"):
+        study.across(["nosuchplan=x.json"])

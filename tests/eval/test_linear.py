@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from openjepa.eval.linear import linear_probe, split_train_val
+from openjepa.eval.linear import DEFAULT_LRS, linear_probe, split_train_val
 
 
 def _blobs(n, d, classes, seed, noise=0.3):
@@ -18,7 +18,7 @@ def test_separable_features_reach_near_100():
     xte, yte = _blobs(500, 16, 5, 1)
     res = linear_probe(xtr, ytr, xte, yte, epochs=15, batch_size=256, progress=False)
     assert res.test_top1 >= 99.0
-    assert len(res.grid) == 5 * 2  # lrs x {no bn, bn}
+    assert len(res.grid) == len(DEFAULT_LRS) * 2 == 6 * 2  # lrs x {no bn, bn}
     assert res.best["val_top1"] == max(r["val_top1"] for r in res.grid)
 
 

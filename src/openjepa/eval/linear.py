@@ -24,7 +24,7 @@ from openjepa.eval.data import EvalData
 from openjepa.eval.features import encoder_features, pixel_features
 from openjepa.utils.progress import progress as show_progress
 
-DEFAULT_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+DEFAULT_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 
 
 @dataclass
