@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
                 torch.cuda.synchronize(device)
 
         times, flops = [], []
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         warmup = args.warmup + (5 if args.compile else 0)
         for step in range(warmup + args.steps):
             sync()
@@ -158,6 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
                 if args.method == "ijepa":  # outside the timed region
                     batch = trainer.method.prepare_batch(images.to(device), trainer.step_context(step))
                     flops.append(jepa_step_flops(trainer.method, batch, args.channels, args.patch))
+        peak_memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     s_per_step = statistics.median(times)
     result = {
         "method": args.method,
@@ -182,6 +185,8 @@ def main(argv: list[str] | None = None) -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+    if peak_memory is not None:
+        result["peak_memory_gib"] = round(peak_memory, 2)
     if flops:
         flops_per_step = statistics.median(flops)
         result["gflop_per_step"] = round(flops_per_step / 1e9, 2)
