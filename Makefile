@@ -8,11 +8,14 @@ FMNIST_DIR := /usr/share/datasets/fashion-mnist
 # torch first and pinned when none is installed: a looser requirement resolved on its own pulls the
 # CUDA build (gigabytes). GPU users with their own torch build keep it. `install-core` is the package
 # alone (what `make demo` needs); `install` adds the test, lint and interop dependencies.
+TORCH_FIRST := $(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
+
 install-core:
-	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
+	@$(TORCH_FIRST)
 	$(PIP) install -e .
 
-install: install-core
+install:
+	@$(TORCH_FIRST)
 	$(PIP) install -e ".[test]"
 
 # Fashion-MNIST from Debian's package where apt is available; elsewhere point --data / OPENJEPA_DATA at the files.
