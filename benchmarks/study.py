@@ -83,10 +83,11 @@ IJEPA, CJEPA, LEJEPA = (
     "fmnist_vit_tiny_cjepa.yaml",
     "fmnist_vit_tiny_lejepa.yaml",
 )
-D4 = ("method.beta_vicreg=0.01", "model.depth=4")  # screen 1's best C-JEPA cell
-# The C-JEPA preset as it was when the plans "methods" and "screen1" ran (6 blocks, the paper's β_vicreg);
-# their cells name these values so that running them again reproduces them.
-CJEPA_V1 = ("method.beta_vicreg=0.001", "model.depth=6")
+# The C-JEPA preset as it was when the plans "methods", "screen1" and "screen2" ran (6 blocks of width 192,
+# the paper's β_vicreg); their cells name these values so that running them again reproduces them.
+W192 = ("model.embed_dim=192", "model.num_heads=3")
+CJEPA_V1 = ("method.beta_vicreg=0.001", "model.depth=6", *W192)
+D4 = ("method.beta_vicreg=0.01", "model.depth=4", *W192)  # screen 1's best C-JEPA cell
 
 PLANS: dict[str, Plan] = {
     "methods": Plan(
@@ -97,7 +98,9 @@ PLANS: dict[str, Plan] = {
             "lejepa": Cell("LeJEPA (λ = 0.05)", LEJEPA),
             "ijepa_sigreg": Cell("I-JEPA + SIGReg (weight 0.05)", IJEPA, ("method.sigreg=0.05",)),
             "cjepa_sigreg": Cell(
-                "C-JEPA, SIGReg for var/cov (β 0.01)", CJEPA, ("method.regulariser=sigreg", "model.depth=6")
+                "C-JEPA, SIGReg for var/cov (β 0.01)",
+                CJEPA,
+                ("method.regulariser=sigreg", "model.depth=6", *W192),
             ),
         },
         minutes=5.0,
@@ -109,21 +112,23 @@ PLANS: dict[str, Plan] = {
         "Screen 1: levers for short runs, 3 minutes, one seed",
         {
             "cjepa": Cell("C-JEPA C, β_vicreg 0.001 (preset)", CJEPA, CJEPA_V1),
-            "cjepa_b01": Cell("C-JEPA C, β_vicreg 0.01", CJEPA, ("method.beta_vicreg=0.01", "model.depth=6")),
+            "cjepa_b01": Cell(
+                "C-JEPA C, β_vicreg 0.01", CJEPA, ("method.beta_vicreg=0.01", "model.depth=6", *W192)
+            ),
             "cjepa_b01_flip": Cell(
                 "C-JEPA C, β 0.01, flips",
                 CJEPA,
-                ("method.beta_vicreg=0.01", "data.flip=true", "model.depth=6"),
+                ("method.beta_vicreg=0.01", "data.flip=true", "model.depth=6", *W192),
             ),
-            "cjepa_b01_d4": Cell(
-                "C-JEPA C, β 0.01, 4 blocks", CJEPA, ("method.beta_vicreg=0.01", "model.depth=4")
-            ),
+            "cjepa_b01_d4": Cell("C-JEPA C, β 0.01, 4 blocks", CJEPA, D4),
             "cjepa_b01_lr2": Cell(
                 "C-JEPA C, β 0.01, lr 2e-3",
                 CJEPA,
-                ("method.beta_vicreg=0.01", "optim.lr=2e-3", "model.depth=6"),
+                ("method.beta_vicreg=0.01", "optim.lr=2e-3", "model.depth=6", *W192),
             ),
-            "cjepa_b03": Cell("C-JEPA C, β_vicreg 0.03", CJEPA, ("method.beta_vicreg=0.03", "model.depth=6")),
+            "cjepa_b03": Cell(
+                "C-JEPA C, β_vicreg 0.03", CJEPA, ("method.beta_vicreg=0.03", "model.depth=6", *W192)
+            ),
             "lejepa_l2": Cell("LeJEPA, 2 local views", LEJEPA, ("method.local_views=2",)),
             "lejepa_l2_photo": Cell(
                 "LeJEPA, 2 local views, photometric",
@@ -151,8 +156,8 @@ PLANS: dict[str, Plan] = {
         "Screen 2: around C-JEPA C, β 0.01, 4 blocks (screen 1's best), 3 minutes, one seed",
         {
             "d4": Cell("β 0.01, 4 blocks (screen 1's best, again)", CJEPA, D4),
-            "d3": Cell("β 0.01, 3 blocks", CJEPA, ("method.beta_vicreg=0.01", "model.depth=3")),
-            "d4_b03": Cell("β 0.03, 4 blocks", CJEPA, ("method.beta_vicreg=0.03", "model.depth=4")),
+            "d3": Cell("β 0.01, 3 blocks", CJEPA, ("method.beta_vicreg=0.01", "model.depth=3", *W192)),
+            "d4_b03": Cell("β 0.03, 4 blocks", CJEPA, ("method.beta_vicreg=0.03", "model.depth=4", *W192)),
             "d4_pred2": Cell(
                 "β 0.01, 4 blocks, 2-block predictor", CJEPA, D4 + ("method.predictor.depth=2",)
             ),
@@ -160,7 +165,7 @@ PLANS: dict[str, Plan] = {
             "d4_w128": Cell(
                 "β 0.01, 4 blocks, width 128 (4 heads)",
                 CJEPA,
-                D4 + ("model.embed_dim=128", "model.num_heads=4"),
+                ("method.beta_vicreg=0.01", "model.depth=4", "model.embed_dim=128", "model.num_heads=4"),
             ),
             "d4_ema99": Cell("β 0.01, 4 blocks, EMA 0.99→1", CJEPA, D4 + ("method.ema=[0.99,1.0]",)),
             "d4_crop5": Cell("β 0.01, 4 blocks, crops 0.5–1", CJEPA, D4 + ("data.crop_scale=[0.5,1.0]",)),

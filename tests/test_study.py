@@ -164,3 +164,24 @@ def test_across_ranks_end_of_run_metrics_against_the_final_knn(study, tmp_path, 
     assert "– |" in lines["val_loss"]  # not logged: no value
     with pytest.raises(SystemExit, match="PLAN=RESULTS.json"):
         study.across(["nosuchplan=x.json"])
+
+
+def test_cells_that_have_run_still_resolve_to_the_networks_they_ran_with(study):
+    # the C-JEPA preset changed after these plans ran; their cells pin what it was then
+    from openjepa.config import load_config
+
+    def resolved(plan: str, cell: str):
+        c = study.PLANS[plan].cells[cell]
+        return load_config(ROOT / "configs" / c.preset, [*c.overrides, *study.PLANS[plan].common])
+
+    for plan in ("methods", "screen1", "screen2"):
+        for name, cell in study.PLANS[plan].cells.items():
+            if cell.preset != study.CJEPA:
+                continue
+            cfg = resolved(plan, name)
+            expected = (128, 4) if name == "d4_w128" else (192, 3)  # (width, heads)
+            assert (cfg.model.embed_dim, cfg.model.num_heads) == expected, name
+    cfg = resolved("screen1", "cjepa")
+    assert (cfg.model.depth, cfg.method.beta_vicreg) == (6, 0.001)
+    cfg = resolved("screen2", "d4")
+    assert (cfg.model.depth, cfg.method.beta_vicreg, cfg.model.init) == (4, 0.01, "reference")
