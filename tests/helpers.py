@@ -4,14 +4,27 @@ pickle canary.
 The tiny run: synthetic 16 px images, a 2-block ViT of width 32, a 4x4 patch grid, batch 16, CPU and fp32.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 TESTS = Path(__file__).parent
 REPO = TESTS.parent
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
 
 TINY = [
     "data.dataset=synthetic",
