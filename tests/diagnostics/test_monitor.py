@@ -18,6 +18,7 @@ from openjepa.eval.features import extract_features
 from openjepa.eval.knn import knn_classify
 from openjepa.models.vit import VisionTransformer
 from openjepa.runtime.distributed import DistInfo
+from openjepa.train.trainer import NonFiniteLossError
 from tests.helpers import TINY
 
 MEAN, STD = (0.5,), (0.15,)
@@ -210,6 +211,11 @@ class StubTrainer:
         self.best: list[dict[str, Any]] = []
         self.val_losses: list[float] = []  # what validation_loss returns, in turn
         self.val_indices: list[torch.Tensor] = []
+        self.loss_reads: list[int] = []  # the steps at which the monitor read the training losses
+
+    def read_losses(self) -> float | None:
+        self.loss_reads.append(self.step)
+        return None
 
     def validation_loss(self, indices: torch.Tensor) -> float | None:
         self.val_indices.append(indices)
@@ -236,6 +242,7 @@ def test_callback_checks_at_start_every_interval_and_the_last_step_and_keeps_the
         trainer.step = step
         callback.on_step_end(trainer)
     assert [r["epoch"] for r in trainer.logged] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert trainer.loss_reads == [0, 2, 4, 6, 8]  # each check first reads the losses since the last
     assert all(r["monitor"] is True and "collapse_reasons" not in r for r in trainer.logged)
     knn = [r["knn_top1"] for r in trainer.logged]
     assert callback.best_knn == max(knn)
@@ -277,3 +284,20 @@ def test_callback_warns_on_collapse(dataset, capsys):
     assert "the features look collapsed at step 3 (" in capsys.readouterr().err
     assert trainer.logged[0]["collapse"] is True
     assert trainer.best == []  # keep_best is off
+
+
+def test_callback_reads_the_training_losses_before_evaluating(dataset):
+    class NaNSinceLastLog(StubTrainer):
+        def read_losses(self) -> float | None:
+            raise NonFiniteLossError("loss is nan at step 3")
+
+    options = {"train_samples": 40, "val_samples": 20, "k": 5, "batch_size": 16}
+    trainer = StubTrainer(dataset, tiny_encoder())
+    cb = MonitorCallback(0.5, **options)
+    cb.on_fit_start(trainer)
+    assert trainer.loss_reads == [0]  # the check at the start
+    nan = NaNSinceLastLog(dataset, tiny_encoder())
+    nan.step = 4
+    with pytest.raises(NonFiniteLossError, match="step 3"):
+        cb.on_step_end(nan)  # a check step: stopped before any kNN or validation loss
+    assert nan.logged == [] and nan.val_indices == []

@@ -12,7 +12,7 @@ from openjepa.config import ConfigError, load_config
 from openjepa.train.callbacks import Callback
 from openjepa.train.trainer import NonFiniteLossError, StepResult, Trainer
 from openjepa.utils.io import load_torch_file, save_torch_file
-from tests.helpers import tiny, write_empty
+from tests.helpers import metrics, tiny, write_empty
 
 
 def test_train_step_returns_loss_metrics_and_hyperparams(tmp_path):
@@ -80,6 +80,65 @@ def test_non_finite_loss_stops_with_step_and_last_checkpoint(tmp_path, monkeypat
     with pytest.raises(NonFiniteLossError):
         calls["n"] = 0
         Trainer(load_config(None, tiny(tmp_path, "nan2", "run.max_steps=10"))).fit()
+
+
+class DeviceLoss:
+    """A step's loss as the fit loop must treat it: kept, not read. Reading it any other way than
+    through ``detach()`` (what ``Trainer.read_losses`` does) fails the test; ``reads`` records at which
+    ``trainer.step`` each loss was read."""
+
+    def __init__(self, loss: torch.Tensor, trainer: Trainer, reads: list[int]):
+        self.loss, self.trainer, self.reads = loss, trainer, reads
+
+    def detach(self) -> torch.Tensor:
+        self.reads.append(self.trainer.step)
+        return self.loss.detach()
+
+    def _host_read(self, *args):
+        raise AssertionError("the fit loop read a step's loss outside Trainer.read_losses")
+
+    item = tolist = __float__ = __bool__ = __format__ = _host_read
+
+
+def test_the_fit_loop_reads_losses_only_at_log_steps_and_checkpoints(tmp_path, monkeypatch):
+    overrides = ("run.max_steps=11", "run.log_every=4", "run.checkpoint_every=6")
+    trainer = Trainer(load_config(None, tiny(tmp_path, "r", *overrides)))
+    reads: list[int] = []
+    real_step = Trainer.train_step
+
+    def step_keeping_the_loss(self, step, images):
+        result = real_step(self, step, images)
+        return StepResult(DeviceLoss(result.loss, self, reads), result.metrics, result.hyperparams)
+
+    monkeypatch.setattr(Trainer, "train_step", step_keeping_the_loss)
+    summary = trainer.fit()
+    # steps 1-4 read at the log step 4; 5-6 before the checkpoint at 6; 7-8 at the log step 8; 9-11 at
+    # the last step (its log line and the final checkpoint)
+    assert reads == [4, 4, 4, 4, 6, 6, 8, 8, 11, 11, 11]
+    logged = [line["loss"] for line in metrics(tmp_path / "r") if "loss" in line]
+    assert [line["step"] for line in metrics(tmp_path / "r")] == [4, 8, 11]
+    assert summary["loss"] == logged[-1] and all(math.isfinite(x) for x in logged)
+
+
+def test_a_non_finite_loss_between_log_steps_is_caught_before_any_save(tmp_path, monkeypatch):
+    import openjepa.methods.ijepa as ijepa
+
+    calls = {"n": 0}
+    real = ijepa.jepa_loss
+
+    def poisoned(pred, target, kind="smooth_l1"):
+        calls["n"] += 1
+        loss = real(pred, target, kind)
+        return loss * float("inf") if calls["n"] == 5 else loss
+
+    monkeypatch.setattr(ijepa, "jepa_loss", poisoned)
+    overrides = ("run.max_steps=12", "run.log_every=4", "run.checkpoint_every=6")
+    trainer = Trainer(load_config(None, tiny(tmp_path, "late", *overrides)))
+    with pytest.raises(NonFiniteLossError, match=r"loss is (inf|nan) at step 5;.*Last good checkpoint: none"):
+        trainer.fit()
+    # read at the checkpoint of step 6, which was not written; the log line of step 4 was
+    assert trainer.step == 6 and not (tmp_path / "late" / "checkpoints" / "latest.pt").exists()
+    assert [line["step"] for line in metrics(tmp_path / "late")] == [4]
 
 
 def test_keep_best_without_monitor_is_a_clear_error(tmp_path):

@@ -211,6 +211,7 @@ class MonitorCallback(Callback):
         """Run the monitor on the method's evaluated encoder (main process) and the validation loss (every
         process); every process waits for the main one."""
         t0 = time.perf_counter()
+        trainer.read_losses()  # a non-finite loss since the last log stops the run before evaluating
         val_loss = trainer.validation_loss(self.queries) if self.val_loss else None
         if self.monitor is not None:
             result = self.monitor(trainer.method.get_encoder())

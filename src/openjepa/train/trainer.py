@@ -199,6 +199,8 @@ class Trainer:
                 "openjepa.diagnostics.MonitorCallback.from_config(cfg)"
             )
         self.step = 0
+        self._unread: list[tuple[int, torch.Tensor]] = []  # (step, loss) of the steps not yet read
+        self._last_loss: float | None = None
         self._callback_states: dict[str, Any] = {}  # kept for callbacks absent from this run
 
     @property
@@ -407,7 +409,7 @@ class Trainer:
                 print(f"resuming {self.out_dir} at step {self.step}/{self.end_step}")
         if start >= self.end_step and dist.is_main:
             print(f"{self.out_dir} is already at step {self.step}/{self.end_step}: nothing to train")
-        last_loss: float | None = None
+        self._unread.clear()
         try:
             self._emit("on_fit_start")
             with StopSignals(watch_parent=launched_by_torchrun()) as stop:
@@ -423,20 +425,15 @@ class Trainer:
                             raise
                         self._stop(stop)
                     result = self.train_step(step, images)
-                    loss = result.loss.item()
-                    if not math.isfinite(loss):
-                        raise NonFiniteLossError(
-                            f"loss is {loss} at step {step + 1}; stopped without saving. "
-                            f"{self._last_good()} Try a lower optim.lr, optim.clip_grad, or "
-                            "run.precision=fp32."
-                        )
-                    self.step, last_loss = step + 1, loss
+                    self.step = step + 1
+                    self._unread.append((self.step, result.loss))  # read at the next log step, not now
                     images_since += cfg.optim.batch_size
-                    if self.step % cfg.run.log_every == 0 or self.step == self.end_step:
+                    log_step = self.step % cfg.run.log_every == 0 or self.step == self.end_step
+                    if log_step:
                         now = time.perf_counter()
                         record = {
                             "epoch": round(self.epoch, 4),
-                            "loss": loss,
+                            "loss": self.read_losses(),
                             **result.hyperparams,
                             "images_per_s": round(images_since / (now - t_last), 2),
                             **{key: value.item() for key, value in result.metrics.items()},
@@ -446,9 +443,12 @@ class Trainer:
                         self.log(record)
                         t_last, images_since = now, 0
                     self._emit("on_step_end")
-                    if any_process(stop.requested(), dist, self.device):
-                        self._stop(stop)
-                    if self.step % cfg.run.checkpoint_every == 0 and self.step != self.end_step:
+                    checkpoint_step = self.step % cfg.run.checkpoint_every == 0 and self.step != self.end_step
+                    # one process reads its own flag for free; processes agree only where they sync anyway
+                    if not dist.enabled or log_step or checkpoint_step:
+                        if any_process(stop.requested(), dist, self.device):
+                            self._stop(stop)
+                    if checkpoint_step:
                         self.save()
             if self.stream.skipped_images and dist.is_main:
                 print(
@@ -457,7 +457,7 @@ class Trainer:
                 )
             if self.step > start:
                 latest = self.save()
-                self._emit("on_checkpoint", latest, ["latest"], {"step": self.step, "loss": last_loss})
+                self._emit("on_checkpoint", latest, ["latest"], {"step": self.step, "loss": self._last_loss})
         except RuntimeError as err:
             if not (dist.enabled and is_collective_failure(err)) or isinstance(err, NonFiniteLossError):
                 raise
@@ -469,7 +469,7 @@ class Trainer:
             ) from None
         finally:
             self._emit("on_fit_end")
-        return self._summary(last_loss)
+        return self._summary(self._last_loss if self.step > start else None)
 
     def _stop(self, stop: StopSignals) -> NoReturn:
         """Save the current step and raise :class:`TrainingInterrupted` (every process calls it)."""
@@ -489,6 +489,30 @@ class Trainer:
     def _last_good(self) -> str:
         last = self.checkpoints.latest_path()
         return f"Last good checkpoint: {last if last is not None else 'none (none was written yet)'}."
+
+    def read_losses(self) -> float | None:
+        """Read the losses of the steps trained since the last read (one host sync for them all) and
+        return the latest (None when no step was trained yet).
+
+        The fit loop leaves each step's loss on the device and reads them only here: at log steps,
+        before any checkpoint and when the monitor runs, so that the device never waits for the host in
+        between. Every process reads the same (all-reduced) losses at the same steps.
+
+        Raises:
+            NonFiniteLossError: naming the first step whose loss was NaN or infinite.
+        """
+        if self._unread:
+            steps = [step for step, _ in self._unread]
+            values = torch.stack([loss.detach().float() for _, loss in self._unread]).tolist()
+            self._unread.clear()
+            for step, value in zip(steps, values, strict=True):
+                if not math.isfinite(value):
+                    raise NonFiniteLossError(
+                        f"loss is {value} at step {step}; stopped without saving. {self._last_good()} "
+                        "Try a lower optim.lr, optim.clip_grad, or run.precision=fp32."
+                    )
+            self._last_loss = values[-1]
+        return self._last_loss
 
     def check_finite(self) -> None:
         """Refuse to save weights or optimizer state holding NaN or infinity (one host sync).
@@ -516,6 +540,7 @@ class Trainer:
     def save(self) -> Path:
         """Write ``latest.pt`` (main process; every process waits for it) after checking that every weight
         and optimizer value is finite (on every process, so all stop together)."""
+        self.read_losses()
         self.check_finite()
         path = self.checkpoints.checkpoint_dir / "latest.pt"
         if self.runtime.dist.is_main:
@@ -525,6 +550,7 @@ class Trainer:
 
     def save_best(self, metadata: dict[str, Any]) -> None:
         """Write ``best.pt`` (call on the main process) and tell the callbacks."""
+        self.read_losses()
         self.check_finite()
         path = self.checkpoints.save_best(self.state_dict())
         self._emit("on_checkpoint", path, ["best"], metadata)
