@@ -14,6 +14,7 @@ from openjepa.data.transforms import (
     random_horizontal_flip,
     random_resized_crop,
     resize,
+    sample_crop_box,
     sample_crop_boxes,
     to_float,
 )
@@ -103,3 +104,36 @@ def test_to_float_normalize_and_normalization_stats() -> None:
 
     assert normalization_stats("fashion_mnist", channels=3)[0] == mean * 3
     assert len(normalization_stats("cifar10", channels=1)[0]) == 1
+
+
+@pytest.mark.parametrize(
+    "height, width, scale, ratio",
+    [
+        (375, 500, (0.3, 1.0), (3 / 4, 4 / 3)),  # an ImageNet-like photo
+        (28, 28, (0.3, 1.0), (3 / 4, 4 / 3)),
+        (30, 50, (0.08, 1.0), (3 / 4, 4 / 3)),
+        (10, 400, (0.9, 1.0), (3 / 4, 4 / 3)),  # a strip: mostly the fallback (wide)
+        (400, 10, (0.9, 1.0), (3 / 4, 4 / 3)),  # the fallback (tall)
+        (64, 64, (1.0, 1.0), (1.0, 1.0)),  # the whole image, within the tolerance
+    ],
+)
+def test_one_crop_box_equals_the_batched_draw_bit_for_bit(height, width, scale, ratio) -> None:
+    fallbacks = 0
+    for seed in range(200):
+        batched = sample_crop_boxes(
+            1, height, width, scale, ratio, generator=torch.Generator().manual_seed(seed)
+        )
+        one = sample_crop_box(height, width, scale, ratio, generator=torch.Generator().manual_seed(seed))
+        assert one == tuple(batched[0].tolist())  # exact, not approximate
+        x0, y0, w, h = one
+        assert 0 <= x0 and 0 <= y0 and x0 + w <= width + 1e-9 and y0 + h <= height + 1e-9
+        fallbacks += (x0, y0) == ((width - w) / 2, (height - h) / 2)
+    if height * 40 <= width or width * 40 <= height:
+        assert fallbacks > 150  # the strips do reach the fallback branch
+
+
+def test_one_crop_box_checks_its_ranges() -> None:
+    with pytest.raises(ValueError, match="crop scale"):
+        sample_crop_box(10, 10, scale=(0.5, 0.2))
+    with pytest.raises(ValueError, match="crop ratio"):
+        sample_crop_box(10, 10, ratio=(2.0, 1.0))

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from openjepa.data.datasets.base import (
     ImageTransform,
 )
-from openjepa.data.transforms import sample_crop_boxes
+from openjepa.data.transforms import sample_crop_box
 from openjepa.rng import Stream, step_generator
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -38,7 +38,7 @@ _JPEG_REDUCTIONS = (8, 4, 2, 1)  # the scales at which a JPEG decoder can decode
 class CropSpec:
     """The random resized crop an :class:`ImageFolder` draws on each original image when read by step key.
 
-    The box follows :func:`openjepa.data.transforms.sample_crop_boxes` (area fraction ``~ U(scale)``, log
+    The box follows :func:`openjepa.data.transforms.sample_crop_box` (area fraction ``~ U(scale)``, log
     aspect ratio ``~ U(log ratio)``, centred fallback), drawn on the image's own size from a generator seeded
     by ``(seed ^ Stream.ITEM_CROPS, step, row)``: a pure function of the run seed, the step and the row of
     the global batch, whatever the process or worker that reads it. ``scale=(1, 1)`` takes the whole image
@@ -61,8 +61,7 @@ class CropSpec:
         if tuple(self.scale) == (1.0, 1.0):
             return 0.0, 0.0, float(width), float(height)
         g = step_generator(self.seed ^ Stream.ITEM_CROPS, step, row)
-        x0, y0, w, h = sample_crop_boxes(1, height, width, self.scale, self.ratio, generator=g)[0].tolist()
-        return x0, y0, w, h
+        return sample_crop_box(height, width, self.scale, self.ratio, generator=g)
 
 
 def _list_images(directory: Path, extensions: tuple[str, ...], visited: set[tuple[int, int]]) -> list[Path]:
@@ -293,7 +292,9 @@ class ImageFolder(Dataset):
             x0, y0, w, h = crop.box(step, row, img.height, img.width)
         box = (x0, y0, min(x0 + w, img.width), min(y0 + h, img.height))
         out = _to_8bit(img, self.channels).resize((crop.size, crop.size), Image.Resampling.BILINEAR, box=box)
-        return _hwc_to_chw(torch.from_numpy(np.array(out, dtype=np.uint8))).contiguous()
+        pixels = torch.frombuffer(bytearray(out.tobytes()), dtype=torch.uint8)  # one copy, writable
+        # (C, size, size) as a view of the (size, size, C) pixels: the batch's stack copies it once
+        return pixels.view(crop.size, crop.size, len(out.getbands())).permute(2, 0, 1)
 
     def _decode(self, img: Image.Image) -> Image.Image:
         """Check the (possibly reduced) size against ``max_pixels``, decode, and turn the image upright."""
