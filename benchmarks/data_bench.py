@@ -16,6 +16,7 @@ worker's speed, rounded up, plus one.
     python benchmarks/data_bench.py                             # 512 images; about a minute on 2 cores
     python benchmarks/data_bench.py --rate 1200                 # workers for 1,200 images/s per GPU
     python benchmarks/data_bench.py --gpu-bench runs/gpu_bench.jsonl
+    python benchmarks/data_bench.py --image-size 2000x1500     # phone-sized photos: draft mode pays
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from openjepa.data.datasets.folder import CropSpec, ImageFolder
 
 
 def make_folder(folder: Path, count: int, seed: int = 0, size: tuple[int, int] = (500, 375)) -> Path:
-    """``count`` JPEGs (quality 90) in ``folder/images/``, sides within ±20 % of ``size``; kept if present."""
-    images = folder / "images"
+    """``count`` JPEGs (quality 90) in ``folder/images_WxH/``, sides within ±20 % of ``size``; kept if
+    present."""
+    images = folder / f"images_{size[0]}x{size[1]}"
     if images.is_dir() and len(list(images.glob("*.jpg"))) >= count:
         return images
     images.mkdir(parents=True, exist_ok=True)
@@ -114,16 +116,22 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--folder", default="runs/data_bench", help="where the JPEG folder is written and kept")
     p.add_argument("--count", type=int, default=512, help="images")
     p.add_argument("--size", type=int, default=224, help="crop side")
+    p.add_argument("--image-size", default="500x375", help="WxH of the generated photos (±20 %%)")
     p.add_argument("--passes", type=int, default=2, help="passes over the images (median)")
     p.add_argument("--rate", type=float, help="a GPU's step rate, images/s")
     p.add_argument("--gpu-bench", type=Path, help="take the rate from a gpu_bench.py JSON lines file")
     args = p.parse_args(argv)
     if args.count < 1 or args.passes < 1:
         raise SystemExit("--count and --passes must be at least 1")
+    try:
+        width, height = (int(v) for v in args.image_size.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--image-size {args.image_size!r}: expected WxH, e.g. 500x375") from None
     torch.set_num_threads(1)  # one worker = one process, one thread
-    images = make_folder(Path(args.folder), args.count)
+    images = make_folder(Path(args.folder), args.count, size=(width, height))
     result: dict = {
         "images": args.count,
+        "image_size": [width, height],
         "crop": args.size,
         **measure(images, args.count, args.size, args.passes),
     }

@@ -3,7 +3,12 @@
 A step is ``Trainer.train_step``, the one step a pretraining run executes: the schedules, the method's batch
 (crops, masks, views…), forward and backward under autocast, AdamW and the after-step update (I-JEPA's EMA).
 The script builds a trainer over a batch of random uint8 images, warms up, then times each of ``--steps``
-steps separately (synchronising the device) and reports the median.
+steps separately (synchronising the device) and reports the median. On a GPU it also times the same number
+of steps back to back with one synchronisation at the end (``images_per_s_pipelined``: what a run without
+host syncs gets), counts the host synchronisations a step makes (``host_syncs_per_step``, from CUDA's sync
+debug mode) and names the attention kernels the step launches (``attention_kernels``; flash for bf16
+without a mask). ``--profile FILE`` writes a ``torch.profiler`` table of a few steps, the operators sorted
+by their own time.
 
 Examples:
     python benchmarks/train_step.py --model vit_tiny --img 28 --channels 1 --patch 4 --batch 128 \\
@@ -22,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 
 import torch
 
@@ -89,6 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--peak-tflops", type=float, default=None, help="device peak, to report the fraction reached"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--profile", default=None, metavar="FILE", help="write a torch.profiler table of 3 steps to FILE"
+    )
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     return p.parse_args(argv)
 
@@ -161,6 +170,11 @@ def main(argv: list[str] | None = None) -> dict:
                     batch = trainer.method.prepare_batch(images.to(device), trainer.step_context(step))
                     flops.append(jepa_step_flops(trainer.method, batch, args.channels, args.patch))
         peak_memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        extra: dict = {}
+        if device.type == "cuda":
+            extra = gpu_checks(trainer, images, warmup + args.steps, args.steps)
+        if args.profile:
+            extra["profile_top"] = profile(trainer, images, warmup + args.steps * 2, args.profile)
     s_per_step = statistics.median(times)
     result = {
         "method": args.method,
@@ -193,6 +207,9 @@ def main(argv: list[str] | None = None) -> dict:
         result["model_tflop_per_s"] = round(flops_per_step / s_per_step / 1e12, 4)
         if args.peak_tflops:
             result["fraction_of_peak"] = round(result["model_tflop_per_s"] / args.peak_tflops, 4)
+    if "pipelined_s" in extra:
+        result["images_per_s_pipelined"] = round(args.batch * args.steps / extra.pop("pipelined_s"), 2)
+    result.update(extra)
     if not args.json:
         print(
             f"{args.method} {args.model} {args.img}px/{args.patch} batch {args.batch} on {result['device']} "
@@ -202,6 +219,57 @@ def main(argv: list[str] | None = None) -> dict:
         )
     print(json.dumps(result))
     return result
+
+
+def gpu_checks(trainer: Trainer, images: torch.Tensor, first: int, steps: int) -> dict:
+    """On CUDA: ``steps`` steps back to back (one sync at the end), the host syncs of one step, and the
+    attention kernels one step launches."""
+    device = trainer.device
+    torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for step in range(first, first + steps):
+        trainer.train_step(step, images)
+    torch.cuda.synchronize(device)
+    out: dict = {"pipelined_s": time.perf_counter() - t0}
+    step = first + steps
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.train_step(step, images)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    out["host_syncs_per_step"] = sum("synchroniz" in str(w.message) for w in caught)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        trainer.train_step(step + 1, images)
+        torch.cuda.synchronize(device)
+    names = {e.key for e in prof.key_averages()}
+    words = ("flash", "fmha", "sdpa", "attention", "efficient")
+    out["attention_kernels"] = sorted(n[:80] for n in names if any(w in n.lower() for w in words))
+    return out
+
+
+def profile(trainer: Trainer, images: torch.Tensor, first: int, path: str) -> list[dict]:
+    """Profile 3 steps; write the operator table (sorted by self time) to ``path`` and return the top 10."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    cuda = trainer.device.type == "cuda"
+    if cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for step in range(first, first + 3):
+            trainer.train_step(step, images)
+        if cuda:
+            torch.cuda.synchronize(trainer.device)
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    averages = prof.key_averages()
+    with open(path, "w") as f:
+        f.write(averages.table(sort_by=sort, row_limit=40) + "\n")
+    key = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
+    top = sorted(averages, key=key, reverse=True)[:10]
+    return [
+        {"op": e.key, "self_ms_per_step": round(key(e) / 3 / 1e3, 3), "calls_per_step": e.count / 3}
+        for e in top
+    ]
 
 
 if __name__ == "__main__":

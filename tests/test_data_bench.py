@@ -17,6 +17,7 @@ def bench():
 
 def test_the_folder_holds_jpegs_of_the_asked_size_and_is_reused(bench, tmp_path):
     images = bench.make_folder(tmp_path, 3, size=(100, 75))
+    assert images.name == "images_100x75"  # another size gets its own folder
     files = sorted(images.glob("*.jpg"))
     assert len(files) == 3
     for f in files:
@@ -49,3 +50,8 @@ def test_main_times_both_readers_and_prints_the_workers(bench, tmp_path, capsys)
     assert result["pipeline_images_per_s"] > 0 and result["full_decode_images_per_s"] > 0
     assert result["workers_per_gpu"] == bench.workers_needed(100, result["pipeline_images_per_s"])
     assert "needs" in capsys.readouterr().out
+
+
+def test_a_bad_image_size_is_one_line(bench, tmp_path):
+    with pytest.raises(SystemExit, match=r"--image-size '500by375': expected WxH"):
+        bench.main(["--folder", str(tmp_path), "--image-size", "500by375"])
