@@ -47,7 +47,10 @@ def test_an_old_checkpoint_resumes_where_the_old_code_left_off(tmp_path, name):
     trainer.fit()
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [line["loss"] for line in lines if "loss" in line and line["step"] > 2]
-    assert losses == EXPECTED[name]["losses_after_step_2"]  # bit for bit
+    # Bit for bit on the machine class that wrote the fixtures (AVX-512); CPUs with other matrix kernels
+    # (AVX2 only) round differently from the first resumed step's backward on, by ~6e-8 relative. A resume
+    # that loses the AdamW state is off by 1.5e-4 at step 4, one with other masks and crops by 2e-2.
+    assert losses == pytest.approx(EXPECTED[name]["losses_after_step_2"], rel=1e-5, abs=0)
 
 
 def test_the_old_config_is_read_in_the_new_layout(tmp_path):
