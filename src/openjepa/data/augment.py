@@ -13,6 +13,7 @@ import torch
 
 from openjepa.data.transforms import crop_and_resize, normalize, resize, sample_crop_boxes, to_float
 from openjepa.rng import Stream, step_generator
+from openjepa.utils.device_copy import to_device
 
 
 class PretrainAugment:
@@ -59,10 +60,10 @@ class PretrainAugment:
                 )
         elif tuple(self.crop_scale) != (1.0, 1.0):
             boxes = sample_crop_boxes(global_batch, h, w, self.crop_scale, generator=g)[rows]  # (B_local, 4)
-            x = crop_and_resize(x, boxes.to(x.device), self.size)
+            x = crop_and_resize(x, to_device(boxes, x.device), self.size)
         elif (h, w) != (self.size, self.size):
             x = resize(x, (self.size, self.size))
         if self.flip:
-            flips = (torch.rand(global_batch, generator=g) < 0.5)[rows].to(x.device)  # (B_local,)
+            flips = to_device((torch.rand(global_batch, generator=g) < 0.5)[rows], x.device)  # (B_local,)
             x = torch.where(flips[:, None, None, None], x.flip(-1), x)
         return x

@@ -32,6 +32,7 @@ from openjepa.models.build import build_encoder
 from openjepa.models.predictor import Predictor
 from openjepa.models.vit import VisionTransformer
 from openjepa.rng import Stream, step_generator
+from openjepa.utils.device_copy import to_device
 
 
 @dataclass
@@ -185,7 +186,8 @@ class JEPA(Method):
         """The step's SIGReg directions (when the method uses SIGReg)."""
         if self.sigreg is not None:
             g = step_generator(ctx.seed ^ Stream.SLICES, ctx.step)
-            self.directions = random_directions(self._sigreg_dim, self.sigreg.num_slices, g).to(ctx.device)
+            directions = random_directions(self._sigreg_dim, self.sigreg.num_slices, g)  # (dim, K)
+            self.directions = to_device(directions, ctx.device)
 
     @classmethod
     def from_config(cls, cfg: Config, in_chans: int) -> JEPA:
@@ -231,8 +233,8 @@ class JEPA(Method):
             ) from None
         lengths = masks.context_len[ctx.rows]  # (B,), CPU
         return {
-            "context": masks.context[ctx.rows, : int(lengths.max())].to(ctx.device, non_blocking=True),
-            "targets": masks.targets[ctx.rows].to(ctx.device, non_blocking=True),  # (B, M, Kt)
+            "context": to_device(masks.context[ctx.rows, : int(lengths.max())], ctx.device),
+            "targets": to_device(masks.targets[ctx.rows], ctx.device),  # (B, M, Kt)
             "context_len": lengths,
         }
 

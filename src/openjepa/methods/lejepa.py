@@ -42,6 +42,7 @@ from openjepa.methods.cjepa import build_projector
 from openjepa.models.build import build_encoder
 from openjepa.models.vit import VisionTransformer
 from openjepa.rng import step_generator
+from openjepa.utils.device_copy import to_device
 
 VIEW_STREAM = 0x1E7E_0000  # XOR-ed into the run seed, plus the view's index: one crop stream per view
 SLICE_STREAM = 0x1E7E_5110  # the SIGReg directions of a step
@@ -207,7 +208,7 @@ class LeJEPA(Method):
             )
             views.append(normalize(x, a.mean, a.std))
         g = step_generator(ctx.seed ^ SLICE_STREAM, ctx.step)
-        self.directions = random_directions(self.embedding_dim, self.num_slices, g).to(ctx.device)  # (K, M)
+        self.directions = to_device(random_directions(self.embedding_dim, self.num_slices, g), ctx.device)
         batch = {"global": torch.stack(views[: self.global_views], dim=1)}  # (B, Vg, C, S, S)
         if self.local_views:
             batch["local"] = torch.stack(views[self.global_views :], dim=1)  # (B, Vl, C, s, s)
