@@ -203,3 +203,14 @@ def test_knn_of_encoder_votes_on_pooled_encoder_features():
     expected = knn_classify(train, data.train_labels, test, data.test_labels, k=(1, 5), temperature=0.1)
     acc = knn_of_encoder(encoder, data, k=(1, 5), temperature=0.1, batch_size=7, progress=False)
     assert acc == expected
+
+
+def test_centring_equals_knn_on_features_minus_the_training_mean() -> None:
+    g = torch.Generator().manual_seed(0)
+    train, test = torch.randn(50, 6, generator=g) + 3.0, torch.randn(20, 6, generator=g) + 3.0
+    labels = torch.randint(0, 3, (50,), generator=g)
+    mean = train.mean(dim=0)
+    centred = knn_predict(train, labels, test, k=(1, 5), centre=True)
+    by_hand = knn_predict(train - mean, labels, test - mean, k=(1, 5))
+    for k in (1, 5):
+        assert torch.equal(centred[k], by_hand[k])

@@ -101,6 +101,7 @@ def knn_predict(
     num_classes: int | None = None,
     chunk_size: int = 1024,
     device: torch.device | str | None = None,
+    centre: bool = False,
 ) -> dict[int, torch.Tensor]:
     """Predict labels of test samples by temperature-weighted kNN voting.
 
@@ -115,6 +116,8 @@ def knn_predict(
         chunk_size: Number of test samples scored at once. Peak extra memory is about
             ``chunk_size * N_train`` floats.
         device: Where to compute. Defaults to the device of ``train_features``.
+        centre: subtract the training features' mean from both sets before the cosine (a feature
+            shared by every image then no longer makes all images look alike).
 
     Returns:
         Map from each requested ``k`` to predicted labels, int64 tensor of shape ``(N_test,)``
@@ -152,14 +155,16 @@ def knn_predict(
 
     device = torch.device(device) if device is not None else train_x.device
     # Half-precision matmuls are slow or unsupported on CPU; float32 is accurate enough.
-    train_x = F.normalize(train_x.to(device=device, dtype=torch.float32), dim=1)  # (N_train, D)
+    train_x = train_x.to(device=device, dtype=torch.float32)  # (N_train, D)
+    mean = train_x.mean(dim=0) if centre else torch.zeros((), device=device)  # (D,) or 0
+    train_x = F.normalize(train_x - mean, dim=1)
     train_y = train_y.to(device)
 
     predictions: dict[int, list[torch.Tensor]] = {value: [] for value in requested}
     with torch.no_grad():
         for start in range(0, test_x.shape[0], chunk_size):
             chunk = test_x[start : start + chunk_size].to(device=device, dtype=torch.float32)
-            chunk = F.normalize(chunk, dim=1)  # (B, D)
+            chunk = F.normalize(chunk - mean, dim=1)  # (B, D)
             similarity = chunk @ train_x.T  # (B, N_train)
             top_sim, top_idx = similarity.topk(k_max, dim=1, largest=True, sorted=True)  # (B, k_max)
             del similarity
@@ -185,6 +190,7 @@ def knn_classify(
     num_classes: int | None = None,
     chunk_size: int = 1024,
     device: torch.device | str | None = None,
+    centre: bool = False,
 ) -> dict[int, float]:
     """Top-1 accuracy (percent) of temperature-weighted kNN for each ``k``.
 
@@ -198,6 +204,7 @@ def knn_classify(
         num_classes: Number of classes; inferred from both label sets when ``None``.
         chunk_size: Test samples scored at once.
         device: Where to compute; defaults to the device of ``train_features``.
+        centre: subtract the training features' mean first (see :func:`knn_predict`).
 
     Returns:
         Map from each requested ``k`` to accuracy in percent (0-100).
@@ -220,6 +227,7 @@ def knn_classify(
         num_classes=num_classes,
         chunk_size=chunk_size,
         device=device,
+        centre=centre,
     )
     test_y = test_y.cpu()
     return {value: 100.0 * (pred == test_y).double().mean().item() for value, pred in predictions.items()}
