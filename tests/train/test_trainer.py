@@ -239,3 +239,14 @@ def test_resume_refuses_a_weights_only_checkpoint(tmp_path):
     save_torch_file(state, tmp_path / "w" / "checkpoints" / "latest.pt")
     with pytest.raises(ValueError, match="holds weights only"):
         trainer.fit()
+
+
+def test_a_cpu_without_bf16_says_why_auto_trains_in_fp32(tmp_path, monkeypatch, capsys):
+    import openjepa.runtime.device as device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    Trainer(load_config(None, tiny(tmp_path, "auto", "run.precision=auto", "run.max_steps=1"))).fit()
+    err = capsys.readouterr().err
+    assert err.count("no native bf16") == 1 and "run.precision=auto trains in fp32" in err
+    Trainer(load_config(None, tiny(tmp_path, "fp32", "run.max_steps=1"))).fit()  # asked for fp32: no note
+    assert "bf16" not in capsys.readouterr().err
