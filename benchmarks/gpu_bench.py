@@ -133,6 +133,9 @@ def describe(case: Case, result: dict, peak: float | None, checkpointing: bool) 
         if peak and "model_tflop_per_s" in result:
             line["peak_tflops"] = peak
             line["fraction_of_peak"] = round(result["model_tflop_per_s"] / peak, 4)
+            if "images_per_s_pipelined" in result:  # steps back to back, as a run without host syncs
+                speedup = result["images_per_s_pipelined"] / result["images_per_s"]
+                line["fraction_of_peak_pipelined"] = round(line["fraction_of_peak"] * speedup, 4)
         if case.model == "vit_huge" and case.patch == 14:
             line["published_vith14_gpu_hours"] = round(published_gpu_hours(result["images_per_s"]), 1)
     return line
@@ -219,6 +222,15 @@ def summary(line: dict) -> str:
         parts.append(f"{line['model_tflop_per_s']:.1f} TFLOP/s")
     if "fraction_of_peak" in line:
         parts.append(f"{100 * line['fraction_of_peak']:.1f} % of peak")
+    if "fraction_of_peak_pipelined" in line:
+        parts.append(f"{100 * line['fraction_of_peak_pipelined']:.1f} % back to back")
+    if "host_syncs_per_step" in line:
+        parts.append(f"{line['host_syncs_per_step']} host syncs/step")
+    if "attention_kernels" in line:
+        flash = any("flash" in k.lower() for k in line["attention_kernels"])
+        parts.append(
+            "flash attention" if flash else f"attention: {', '.join(line['attention_kernels'])[:60]}"
+        )
     if "peak_memory_gib" in line:
         parts.append(f"{line['peak_memory_gib']:.1f} GiB")
     if line.get("grad_checkpointing"):

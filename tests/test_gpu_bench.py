@@ -47,6 +47,21 @@ def test_out_of_memory_is_retried_with_activation_checkpointing(bench, monkeypat
     assert json.loads((tmp_path / "b.jsonl").read_text()) == line
 
 
+def test_a_gpu_line_reports_the_back_to_back_rate_syncs_and_flash(bench, monkeypatch, tmp_path, capsys):
+    step = {"images_per_s": 100.0, "s_per_step": 1.28, "model_tflop_per_s": 98.9}
+    gpu = {"images_per_s_pipelined": 120.0, "host_syncs_per_step": 0}
+    kernels = {"attention_kernels": ["pytorch_flash::flash_fwd_kernel", "pytorch_flash::flash_bwd_kernel"]}
+    monkeypatch.setattr(
+        bench, "run_case", lambda case, args, checkpointing, timeout: {**step, **gpu, **kernels}
+    )
+    monkeypatch.setattr(bench, "device_name", lambda device: "NVIDIA H200")
+    (line,) = bench.main(["--cases", "vit_b16", "--out", str(tmp_path / "b.jsonl")])
+    assert line["fraction_of_peak"] == pytest.approx(0.1)
+    assert line["fraction_of_peak_pipelined"] == pytest.approx(0.12)  # 120 / 100 images/s
+    out = capsys.readouterr().out
+    assert "12.0 % back to back" in out and "0 host syncs/step" in out and "flash attention" in out
+
+
 def test_cases_after_the_budget_are_listed_as_skipped(bench, monkeypatch, tmp_path):
     monkeypatch.setattr(bench, "device_name", lambda device: "NVIDIA H200")
     lines = bench.main(["--budget-s", "0", "--no-compile", "--out", str(tmp_path / "b.jsonl")])
