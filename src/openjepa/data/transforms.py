@@ -159,14 +159,7 @@ def sample_crop_boxes(
     w = w.gather(1, first).squeeze(1).clamp(max=width)  # (B,)
     h = h.gather(1, first).squeeze(1).clamp(max=height)  # (B,)
 
-    # Fallback: the largest centred box of the image with aspect ratio clamped into `ratio`.
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        fw, fh = float(width), width / ratio[0]
-    elif in_ratio > ratio[1]:
-        fw, fh = height * ratio[1], float(height)
-    else:
-        fw, fh = float(width), float(height)
+    fw, fh = _fallback_size(height, width, ratio)
     w = torch.where(any_fit, w, torch.full_like(w, fw))
     h = torch.where(any_fit, h, torch.full_like(h, fh))
 
@@ -211,14 +204,19 @@ def sample_crop_box(
             w, h = min(w, float(width)), min(h, float(height))
             ux, uy = u[2 * attempts :].tolist()
             return ux * (width - w), uy * (height - h), w, h
+    w, h = _fallback_size(height, width, ratio)
+    return (width - w) / 2, (height - h) / 2, w, h
+
+
+def _fallback_size(height: int, width: int, ratio: tuple[float, float]) -> tuple[float, float]:
+    """``(w, h)`` of the crop when no candidate fits: the largest centred box of the image with its aspect
+    ratio clamped into ``ratio``."""
     in_ratio = width / height
     if in_ratio < ratio[0]:
-        w, h = float(width), width / ratio[0]
-    elif in_ratio > ratio[1]:
-        w, h = height * ratio[1], float(height)
-    else:
-        w, h = float(width), float(height)
-    return (width - w) / 2, (height - h) / 2, w, h
+        return float(width), width / ratio[0]
+    if in_ratio > ratio[1]:
+        return height * ratio[1], float(height)
+    return float(width), float(height)
 
 
 def crop_and_resize(images: torch.Tensor, boxes: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
