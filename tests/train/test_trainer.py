@@ -120,6 +120,21 @@ def test_the_fit_loop_reads_losses_only_at_log_steps_and_checkpoints(tmp_path, m
     assert summary["loss"] == logged[-1] and all(math.isfinite(x) for x in logged)
 
 
+def test_a_long_log_interval_still_reads_the_losses_every_max_unread_steps(tmp_path, monkeypatch):
+    trainer = Trainer(load_config(None, tiny(tmp_path, "long", "run.max_steps=7", "run.log_every=1000")))
+    monkeypatch.setattr(trainer, "max_unread", 3)
+    reads: list[int] = []
+    real_step = Trainer.train_step
+
+    def step_keeping_the_loss(self, step, images):
+        result = real_step(self, step, images)
+        return StepResult(DeviceLoss(result.loss, self, reads), result.metrics, result.hyperparams)
+
+    monkeypatch.setattr(Trainer, "train_step", step_keeping_the_loss)
+    trainer.fit()
+    assert reads == [3, 3, 3, 6, 6, 6, 7]  # no more than 3 waiting; the last at the end
+
+
 def test_a_non_finite_loss_between_log_steps_is_caught_before_any_save(tmp_path, monkeypatch):
     import openjepa.methods.ijepa as ijepa
 

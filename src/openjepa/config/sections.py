@@ -276,7 +276,8 @@ class RunConfig:
         max_steps: stop after this many optimizer steps (null: the full schedule); schedules still follow
             the full run, so a run can be done in pieces.
         log_every: steps between lines in metrics.jsonl. The step's loss stays on the device and is read
-            (and checked for NaN) only at these steps, before checkpoints and at monitor passes; under
+            (and checked for NaN) only at these steps (every 100 steps at the least), before checkpoints and
+            at monitor passes; under
             ``torchrun`` the processes also agree on a stop (SIGTERM, Ctrl-C) only at these steps and at
             checkpoints, so a stop is honoured within ``log_every`` steps.
         checkpoint_every: steps between checkpoints (latest.pt); one is also written at the end.

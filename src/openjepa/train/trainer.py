@@ -152,6 +152,8 @@ class Trainer:
         >>> trainer.fit()
     """
 
+    max_unread = 100  # steps whose losses may wait on the device for a read (one host sync per 100 steps)
+
     def __init__(self, cfg: Config, callbacks: Iterable[Callback] = (), dataset: Dataset | None = None):
         check_config(cfg)
         self.cfg = cfg
@@ -435,6 +437,8 @@ class Trainer:
                     result = self.train_step(step, images)
                     self.step = step + 1
                     self._unread.append((self.step, result.loss))  # read at the next log step, not now
+                    if len(self._unread) >= self.max_unread:  # a long log interval: read them anyway
+                        self.read_losses()
                     images_since += cfg.optim.batch_size
                     log_step = self.step % cfg.run.log_every == 0 or self.step == self.end_step
                     if log_step:
