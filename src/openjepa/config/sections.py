@@ -278,7 +278,7 @@ class RunConfig:
         log_every: steps between lines in metrics.jsonl. The step's loss stays on the device and is read
             (and checked for NaN) only at these steps (every 100 steps at the least), before checkpoints and
             at monitor passes; under ``torchrun`` the processes also agree on a stop (SIGTERM, Ctrl-C) only
-            at these steps and at checkpoints, so a stop is honoured within ``log_every`` steps.
+            at these steps (every 100 steps at the least) and at checkpoints.
         checkpoint_every: steps between checkpoints (latest.pt); one is also written at the end.
         keep_every: steps between checkpoints kept forever (null: only latest).
         progress: show a progress bar.

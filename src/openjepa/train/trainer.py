@@ -152,7 +152,8 @@ class Trainer:
         >>> trainer.fit()
     """
 
-    max_unread = 100  # steps whose losses may wait on the device for a read (one host sync per 100 steps)
+    # The fit loop reads the losses, and processes agree on a stop, at least every this many steps.
+    max_unread = 100
 
     def __init__(self, cfg: Config, callbacks: Iterable[Callback] = (), dataset: Dataset | None = None):
         check_config(cfg)
@@ -437,7 +438,8 @@ class Trainer:
                     result = self.train_step(step, images)
                     self.step = step + 1
                     self._unread.append((self.step, result.loss))  # read at the next log step, not now
-                    if len(self._unread) >= self.max_unread:  # a long log interval: read them anyway
+                    every = self.step % self.max_unread == 0  # read and agree even with a long log interval
+                    if every:
                         self.read_losses()
                     images_since += cfg.optim.batch_size
                     log_step = self.step % cfg.run.log_every == 0 or self.step == self.end_step
@@ -457,7 +459,7 @@ class Trainer:
                     self._emit("on_step_end")
                     checkpoint_step = self.step % cfg.run.checkpoint_every == 0 and self.step != self.end_step
                     # one process reads its own flag for free; processes agree only where they sync anyway
-                    if not dist.enabled or log_step or checkpoint_step:
+                    if not dist.enabled or log_step or checkpoint_step or every:
                         if any_process(stop.requested(), dist, self.device):
                             self._stop(stop)
                     if checkpoint_step:
