@@ -100,9 +100,8 @@ class DeviceLoss:
     item = tolist = __float__ = __bool__ = __format__ = _host_read
 
 
-def test_the_fit_loop_reads_losses_only_at_log_steps_and_checkpoints(tmp_path, monkeypatch):
-    overrides = ("run.max_steps=11", "run.log_every=4", "run.checkpoint_every=6")
-    trainer = Trainer(load_config(None, tiny(tmp_path, "r", *overrides)))
+def record_loss_reads(monkeypatch) -> list[int]:
+    """Make every step return its loss as a :class:`DeviceLoss`; the list fills with the read steps."""
     reads: list[int] = []
     real_step = Trainer.train_step
 
@@ -111,6 +110,13 @@ def test_the_fit_loop_reads_losses_only_at_log_steps_and_checkpoints(tmp_path, m
         return StepResult(DeviceLoss(result.loss, self, reads), result.metrics, result.hyperparams)
 
     monkeypatch.setattr(Trainer, "train_step", step_keeping_the_loss)
+    return reads
+
+
+def test_the_fit_loop_reads_losses_only_at_log_steps_and_checkpoints(tmp_path, monkeypatch):
+    overrides = ("run.max_steps=11", "run.log_every=4", "run.checkpoint_every=6")
+    trainer = Trainer(load_config(None, tiny(tmp_path, "r", *overrides)))
+    reads = record_loss_reads(monkeypatch)
     summary = trainer.fit()
     # steps 1-4 read at the log step 4; 5-6 before the checkpoint at 6; 7-8 at the log step 8; 9-11 at
     # the last step (its log line and the final checkpoint)
@@ -123,14 +129,7 @@ def test_the_fit_loop_reads_losses_only_at_log_steps_and_checkpoints(tmp_path, m
 def test_a_long_log_interval_still_reads_the_losses_every_max_unread_steps(tmp_path, monkeypatch):
     trainer = Trainer(load_config(None, tiny(tmp_path, "long", "run.max_steps=7", "run.log_every=1000")))
     monkeypatch.setattr(trainer, "max_unread", 3)
-    reads: list[int] = []
-    real_step = Trainer.train_step
-
-    def step_keeping_the_loss(self, step, images):
-        result = real_step(self, step, images)
-        return StepResult(DeviceLoss(result.loss, self, reads), result.metrics, result.hyperparams)
-
-    monkeypatch.setattr(Trainer, "train_step", step_keeping_the_loss)
+    reads = record_loss_reads(monkeypatch)
     trainer.fit()
     assert reads == [3, 3, 3, 6, 6, 6, 7]  # at every 3rd step, then at the end
 
