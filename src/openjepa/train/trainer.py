@@ -413,13 +413,17 @@ class Trainer:
                 print(f"resuming {self.out_dir} at step {self.step}/{self.end_step}")
         if start >= self.end_step and dist.is_main:
             print(f"{self.out_dir} is already at step {self.step}/{self.end_step}: nothing to train")
-        elif dist.is_main and self.device.type == "cpu" and self.runtime.amp_dtype is None:
-            if cfg.run.precision == "auto":  # auto chose fp32: say why the run is slower than documented
-                print(
-                    "openjepa: this CPU has no native bf16 (AVX512-BF16 or AMX), so run.precision=auto "
-                    "trains in fp32: slower than the CPU timings in the docs, which are measured in bf16",
-                    file=sys.stderr,
-                )
+        elif (
+            dist.is_main
+            and self.device.type == "cpu"
+            and cfg.run.precision == "auto"
+            and self.runtime.amp_dtype is None
+        ):
+            print(  # auto chose fp32: say why the run is slower than documented
+                "openjepa: this CPU has no native bf16 (AVX512-BF16 or AMX), so run.precision=auto "
+                "trains in fp32: slower than the CPU timings in the docs, which are measured in bf16",
+                file=sys.stderr,
+            )
         self._unread.clear()
         try:
             self._emit("on_fit_start")
