@@ -2,10 +2,10 @@
 
 kNN on frozen features has choices the evaluation makes for the user: which blocks' features
 (``last1``: the last block's, mean-pooled; ``last4``: the last four concatenated, or as many as the
-encoder has) and whether to subtract
-the training features' mean before the cosine (``centre``). This script scores every choice for every row
-of the ``eval knn --baselines`` table (raw pixels, the random-init ViT, the run's encoder) on held-out
-training images: the kNN bank is the first (1 − holdout) of the training images, the queries the rest.
+encoder has) and whether to subtract the training features' mean before the cosine (``centre``). This
+script scores every choice for every row of the ``eval knn --baselines`` table (raw pixels, the random-init
+ViT, the run's encoder) on held-out training images: a random ``--holdout`` fraction of the training
+images (drawn from ``--seed``) queries a bank of the rest.
 Each row's choice is the best held-out score. The test split is scored for every choice (all are in the
 JSON), and the table shows the default's test score beside the chosen one's. Nothing is chosen by the
 test split.

@@ -260,7 +260,7 @@ def profile(trainer: Trainer, images: torch.Tensor, first: int, path: str) -> li
             trainer.train_step(step, images)
         if cuda:
             torch.cuda.synchronize(trainer.device)
-    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    sort = "self_device_time_total" if cuda else "self_cpu_time_total"
     averages = prof.key_averages()
     with open(path, "w") as f:
         f.write(averages.table(sort_by=sort, row_limit=40) + "\n")
