@@ -1,4 +1,4 @@
-"""Studies of pretraining recipes on Fashion-MNIST: named cells, one budget, several seeds, one results file.
+"""Studies of pretraining recipes: named cells, one budget, several seeds, one results file.
 
 A *plan* (``PLANS`` below) is a set of cells, each a preset of ``configs/`` plus overrides, trained for the
 same budget: equal **training wall time** on this machine (``minutes``) or equal ``steps``. For a wall-time
@@ -76,12 +76,25 @@ class Plan:
     monitor_points: int = 10
     monitor_bank: int = 5_000
     notes: tuple[str, ...] = field(default=())
+    data: str = "Fashion-MNIST"  # what the presets train on, for the report
+    train_images: int = TRAIN_IMAGES  # size of their training split
+    tasks: tuple[str, ...] = ()  # label sets to probe (shapes: count, distance); none: the dataset's only one
+
+    def sections(self) -> list[str]:
+        """The probes of every run, as sections of ``eval.json``: ``knn``, ``linear`` (``knn_count`` … with
+        tasks)."""
+        return [f"{kind}_{task}" for task in self.tasks for kind in ("knn", "linear")] or ["knn", "linear"]
 
 
 IJEPA, CJEPA, LEJEPA = (
     "fmnist_vit_tiny_ijepa.yaml",
     "fmnist_vit_tiny_cjepa.yaml",
     "fmnist_vit_tiny_lejepa.yaml",
+)
+SHAPES_IJEPA, SHAPES_CJEPA, SHAPES_LEJEPA = (
+    "shapes_vit_tiny_ijepa.yaml",
+    "shapes_vit_tiny_cjepa.yaml",
+    "shapes_vit_tiny_lejepa.yaml",
 )
 # The C-JEPA preset as it was when the plans "methods", "screen1" and "screen2" ran (6 blocks of width 192,
 # the paper's β_vicreg); their cells name these values so that running them again reproduces them.
@@ -90,6 +103,20 @@ CJEPA_V1 = ("method.beta_vicreg=0.001", "model.depth=6", *W192)
 D4 = ("method.beta_vicreg=0.01", "model.depth=4", *W192)  # screen 1's best C-JEPA cell
 
 PLANS: dict[str, Plan] = {
+    "shapes": Plan(
+        "The three methods on the CLEVR-like shapes: object count and closest-object depth, 600 steps",
+        {
+            "ijepa": Cell("I-JEPA", SHAPES_IJEPA),
+            "cjepa": Cell("C-JEPA (reading C, β 0.01)", SHAPES_CJEPA),
+            "lejepa": Cell("LeJEPA (λ 0.05)", SHAPES_LEJEPA),
+        },
+        steps=600,
+        monitor_points=4,
+        data="shapes (64 px)",
+        train_images=50_000,
+        tasks=("count", "distance"),
+        notes=("equal steps, not equal time: s/step is each cell's median over its run",),
+    ),
     "methods": Plan(
         "I-JEPA, C-JEPA, LeJEPA and the SIGReg variants at equal wall time",
         {
@@ -192,9 +219,9 @@ PLANS: dict[str, Plan] = {
 
 def training_images(plan: Plan) -> int:
     """Images the stream reads: the subset, without the monitor's queries when they are held out."""
-    size = TRAIN_IMAGES if plan.subset is None else min(plan.subset, TRAIN_IMAGES)
+    size = plan.train_images if plan.subset is None else min(plan.subset, plan.train_images)
     if "eval.monitor_holdout=true" in plan.common:
-        size = min(size, TRAIN_IMAGES - VAL_SAMPLES)
+        size = min(size, plan.train_images - VAL_SAMPLES)
     return size
 
 
@@ -328,8 +355,10 @@ class Runner:
             str(out),
             *(["--baselines"] if baselines else []),
         ]
-        for kind, extra in (("knn", []), ("linear", ["--lrs", *PROBE_LRS])):
-            if kind not in have:
+        for section in self.plan.sections():
+            kind, _, task = section.partition("_")
+            extra = (["--lrs", *PROBE_LRS] if kind == "linear" else []) + (["--task", task] if task else [])
+            if section not in have:
                 cmd = [sys.executable, "-m", "openjepa.cli", "eval", kind, str(source), *base, *extra]
                 run(cmd, out.parent / "log.txt", self.env)
                 have = json.loads(out.read_text())
@@ -411,9 +440,10 @@ def collect(plan: Plan, out: Path, calibration: dict[str, float]) -> dict[str, A
                 if (run_dir / "study_eval.json").is_file()
                 else {}
             )
-            knn, linear = ev.get("knn", {}).get("rows"), ev.get("linear", {}).get("rows")
-            if not knn or not linear:
+            probes = {sec: ev[sec]["rows"][-1] for sec in plan.sections() if ev.get(sec, {}).get("rows")}
+            if len(probes) < len(plan.sections()):
                 continue
+            knn, linear = plan.sections()[:2]  # with tasks: the first task's
             rows = read_metrics(run_dir)
             train = [r for r in rows if "images_per_s" in r]
             monitor = [{k: r.get(k) for k in MONITOR_KEYS} for r in rows if r.get("monitor")]
@@ -422,15 +452,18 @@ def collect(plan: Plan, out: Path, calibration: dict[str, float]) -> dict[str, A
                 for m in monitor
                 if m["val_loss"] is not None and m["knn_top1"] is not None
             ]
+            timing = run_dir / "study_time.json"
             cells[f"{name}_s{seed}"] = {
                 "cell": name,
                 "seed": seed,
+                "pretrain_s": json.loads(timing.read_text())["pretrain_s"] if timing.is_file() else None,
                 "label": cell.label,
                 "steps": train[-1]["step"] if train else 0,
                 "step_s": _measured_step_s(rows),
                 "calibrated_step_s": calibration.get(name),
-                "knn": knn[-1],
-                "linear": linear[-1],
+                "knn": probes[knn],
+                "linear": probes[linear],
+                "probes": probes,
                 "monitor": monitor,
                 "val_loss_knn_spearman": spearman(*map(list, zip(*pairs, strict=True)))
                 if pairs
@@ -440,11 +473,10 @@ def collect(plan: Plan, out: Path, calibration: dict[str, float]) -> dict[str, A
     base_path = out / "baselines" / "study_eval.json"
     if base_path.is_file():
         ev = json.loads(base_path.read_text())
-        for kind in ("knn", "linear"):
-            for row in ev.get(kind, {}).get("rows", [])[
-                :-1
-            ]:  # the last row is the baseline run's own encoder
-                baselines.setdefault(row["name"], {})[kind] = row
+        for section in plan.sections():
+            # The last row is the baseline run's own encoder.
+            for row in ev.get(section, {}).get("rows", [])[:-1]:
+                baselines.setdefault(row["name"], {})[section] = row
     return {"plan": plan.title, "calibration": calibration, "cells": cells, "baselines": baselines}
 
 
@@ -465,16 +497,18 @@ def mean_std(values: list[float], digits: int = 2) -> str:
 
 
 def budget_text(plan: Plan) -> str:
-    data = "all 60,000" if plan.subset is None else f"the first {plan.subset:,}"
+    data = f"all {plan.train_images:,}" if plan.subset is None else f"the first {plan.subset:,}"
     budget = f"{plan.minutes:g} min of training" if plan.minutes is not None else f"{plan.steps} steps"
     return (
-        f"{budget} per cell on {data} Fashion-MNIST training images (batch {BATCH}); kNN and linear probe on "
+        f"{budget} per cell on {data} {plan.data} training images (batch {BATCH}); kNN and linear probe on "
         f"the first {plan.train_samples:,} training / {plan.test_samples:,} test images; mean ± sample std "
         "over the seeds listed" + "".join(f"; {n}" for n in plan.notes) + "."
     )
 
 
 def table(results: dict[str, Any], plan: Plan) -> str:
+    if plan.tasks:
+        return task_table(results, plan)
     cells, baselines = results["cells"], results["baselines"]
     lines = [
         budget_text(plan),
@@ -503,6 +537,44 @@ def table(results: dict[str, Any], plan: Plan) -> str:
             f"| {mean_std([c['val_loss_knn_spearman'] for c in group])} "
             f"| {statistics.mean(e['rankme'] for e in ends):.1f} "
             f"| {statistics.mean(e['sigreg'] for e in ends):.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def task_table(results: dict[str, Any], plan: Plan) -> str:
+    """The table of a plan with several tasks: kNN (k = 10) and linear probe per task, per cell."""
+    cells, baselines = results["cells"], results["baselines"]
+    heads = [
+        f"{task} {'kNN k=10' if kind == 'knn' else 'linear'}"
+        for kind, _, task in map(lambda s: s.partition("_"), plan.sections())
+    ]
+    lines = [
+        budget_text(plan),
+        "",
+        "| model | seeds | steps (s/step) | " + " | ".join(heads) + " | RankMe |",
+        "|---" * (len(heads) + 4) + "|",
+    ]
+
+    def score(row: dict[str, Any], section: str) -> float:
+        return row["k10"] if section.startswith("knn") else row["top1"]
+
+    for name, row in baselines.items():
+        cols = [f"{score(row[sec], sec):.2f}" if sec in row else "–" for sec in plan.sections()]
+        lines.append(f"| {name} | – | – | " + " | ".join(cols) + " | – |")
+    for name in plan.cells:
+        group = [c for c in cells.values() if c["cell"] == name]
+        if not group:
+            continue
+        ends = [c["monitor"][-1] for c in group if c["monitor"]]
+        step_s = [c["step_s"] for c in group if c["step_s"] is not None]
+        per_step = f" ({statistics.mean(step_s):.3f})" if step_s else ""
+        cols = [mean_std([score(c["probes"][sec], sec) for c in group]) for sec in plan.sections()]
+        rankme = f"{statistics.mean(e['rankme'] for e in ends):.1f}" if ends else "–"
+        lines.append(
+            f"| {group[0]['label']} | {', '.join(str(c['seed']) for c in group)} "
+            f"| {round(statistics.mean(c['steps'] for c in group))}{per_step} | "
+            + " | ".join(cols)
+            + f" | {rankme} |"
         )
     return "\n".join(lines)
 

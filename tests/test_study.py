@@ -127,6 +127,48 @@ def test_the_table_reports_mean_and_std_over_seeds_and_the_loss_knn_correlation(
     assert "5 min of training per cell on all 60,000" in lines[0]
 
 
+def test_a_plan_with_tasks_probes_each_task_and_reports_it(study, tmp_path):
+    plan = study.PLANS["shapes"]
+    assert plan.sections() == ["knn_count", "linear_count", "knn_distance", "linear_distance"]
+    assert study.training_images(plan) == 50_000
+    scores = {"ijepa": (40.0, 45.0, 60.0, 70.0), "lejepa": (30.0, 35.0, 50.0, 52.0)}
+    for name, (kc, lc, kd, ld) in scores.items():
+        d = tmp_path / f"{name}_s0"
+        d.mkdir()
+        rows = [*(_train(step, 128.0) for step in range(10, 130, 10)),
+                {"step": 120, "monitor": True, "knn_top1": kc, "rankme": 20.0}]  # fmt: skip
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        ev = {
+            "knn_count": {"rows": [{"name": "enc", "k10": kc}]},
+            "linear_count": {"rows": [{"name": "enc", "top1": lc}]},
+            "knn_distance": {"rows": [{"name": "enc", "k10": kd}]},
+            "linear_distance": {"rows": [{"name": "enc", "top1": ld}]},
+        }
+        if name == "lejepa":
+            del ev["linear_distance"]  # not evaluated yet: not a row
+        (d / "study_eval.json").write_text(json.dumps(ev))
+        (d / "study_time.json").write_text(json.dumps({"pretrain_s": 600.0}))
+    base = tmp_path / "baselines"
+    base.mkdir()
+    own = {"name": "enc", "k10": 1.0, "top1": 1.0}
+    pixels = {"name": "raw pixels", "k10": 25.0, "top1": 30.0}
+    (base / "study_eval.json").write_text(
+        json.dumps({"knn_count": {"rows": [pixels, own]}, "linear_distance": {"rows": [pixels, own]}})
+    )
+    results = study.collect(plan, tmp_path, {})
+    assert set(results["cells"]) == {"ijepa_s0"}
+    assert results["cells"]["ijepa_s0"]["knn"]["k10"] == 40.0  # the first task's
+    lines = study.table(results, plan).splitlines()
+    assert "| count kNN k=10 | count linear | distance kNN k=10 | distance linear | RankMe |" in lines[2]
+    assert next(x for x in lines if x.startswith("| I-JEPA |")).split(" | ")[1:9] == [
+        "0", "120 (1.000)", "40.00", "45.00", "60.00", "70.00", "20.0 |"
+    ]  # fmt: skip
+    assert next(x for x in lines if x.startswith("| raw pixels |")).split(" | ")[3:7] == [
+        "25.00", "–", "–", "30.00"
+    ]  # fmt: skip
+    assert "on all 50,000 shapes (64 px) training images" in lines[0]
+
+
 def test_method_families_follow_the_preset_and_the_sigreg_overrides(study):
     methods = study.PLANS["methods"].cells
     assert study.method_of(methods["ijepa"]) == "I-JEPA"

@@ -97,6 +97,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         baselines=args.baselines,
         train_samples=args.train_samples,
         test_samples=args.test_samples,
+        task=args.task,
         device=args.device,
         precision=args.precision,
         out=args.out,
@@ -114,7 +115,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             setup, args.fractions, args.epochs, args.lrs, args.seed, _finetune_kw(args), not args.no_finetune
         )
     print(run.format_table(setup, table))
-    print(f"wrote {run.write_table(setup, table)} ({table.section})")
+    print(f"wrote {run.write_table(setup, table)} ({run.section_name(setup, table)})")
     return 0
 
 
@@ -295,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         e.add_argument("--train-samples", type=positive_int, help="use the first N training images")
         e.add_argument("--test-samples", type=positive_int, help="use the first N test images")
+        e.add_argument(
+            "--task",
+            choices=["count", "distance"],
+            help="labels of the shapes data: object count (default) or the closest object's depth bin",
+        )
         e.add_argument("--device", type=device_name, default="auto", help=DEVICE_NAMES)
         e.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="precision")
         e.add_argument("--out", help="the JSON file to update (default: RUN/eval.json)")

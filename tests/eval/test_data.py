@@ -13,9 +13,10 @@ from openjepa.eval.data import encoder_input, eval_preprocess, load_eval_data
 
 def test_load_eval_data_cuts_both_splits_to_their_first_images():
     data = load_eval_data("synthetic", None, 16, channels=1, train_samples=100, test_samples=50)
-    train = build_dataset("synthetic", split="train", channels=1)
-    test = build_dataset("synthetic", split="test", channels=1)
-    assert data.train_images.dtype == torch.uint8 and data.train_images.shape == (100, 1, 32, 32)
+    # Generated data is generated at the run's image size, as pretraining generates it.
+    train = build_dataset("synthetic", split="train", channels=1, image_size=16)
+    test = build_dataset("synthetic", split="test", channels=1, image_size=16)
+    assert data.train_images.dtype == torch.uint8 and data.train_images.shape == (100, 1, 16, 16)
     assert torch.equal(data.train_images, train.images[:100])
     assert torch.equal(data.train_labels, train.labels[:100])
     assert torch.equal(data.test_images, test.images[:50])

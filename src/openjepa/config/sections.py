@@ -212,8 +212,11 @@ class DataConfig:
     """Where images come from and how they are cropped.
 
     Attributes:
-        dataset: ``fashion_mnist``, ``mnist``, ``cifar10``, ``cifar100``, ``folder`` or ``synthetic``.
+        dataset: ``fashion_mnist``, ``mnist``, ``cifar10``, ``cifar100``, ``folder``, ``synthetic`` or
+            ``shapes`` (procedural CLEVR-like scenes, generated and cached under the data folder).
         root: data folder (null: the dataset's default search, e.g. $OPENJEPA_DATA, Debian's path).
+        task: which labels the online monitor uses, for a dataset with several (shapes: ``count`` or
+            ``distance``; null: its default, ``count``).
         image_size: side of the square training crops.
         channels: image channels (null: the dataset's own).
         crop_scale: RandomResizedCrop area range; [1, 1] disables cropping.
@@ -222,8 +225,11 @@ class DataConfig:
         num_workers: DataLoader worker processes for datasets decoded from files.
     """
 
-    dataset: Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "folder", "synthetic"] = "fashion_mnist"
+    dataset: Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "folder", "synthetic", "shapes"] = (
+        "fashion_mnist"
+    )
     root: str | None = None
+    task: Literal["count", "distance"] | None = None
     image_size: int = bounded(28, ge=1)
     channels: int | None = bounded(None, ge=1)
     crop_scale: tuple[float, float] = bounded((0.3, 1.0), gt=0, le=1, ascending=True)

@@ -53,6 +53,8 @@ _STATS = {
     "folder": (IMAGENET_MEAN, IMAGENET_STD),
     "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
     "synthetic": ((0.5,), (0.15,)),  # measured on SyntheticDataset with the default distractor 0.5
+    # Measured on the first 5,000 training scenes of seed 0 at 64 px (nearly the same at 32 px).
+    "shapes": ((0.555, 0.554, 0.554), (0.119, 0.120, 0.125)),
 }
 
 

@@ -31,11 +31,17 @@ def load_eval_data(
     channels: int | None = None,
     train_samples: int | None = None,
     test_samples: int | None = None,
+    task: str | None = None,
 ) -> EvalData:
-    """Both splits of an in-memory dataset, optionally cut to their first N images."""
+    """Both splits of an in-memory dataset, optionally cut to their first N images.
+
+    ``task`` picks the labels of a dataset with several (shapes: ``count`` or ``distance``). Generated
+    datasets (synthetic, shapes) are generated at ``image_size``; the others keep their native size.
+    """
     splits = []
     for split, limit in (("train", train_samples), ("test", test_samples)):
-        tensors = in_memory_tensors(build_dataset(dataset, root, split, channels=channels))
+        ds = build_dataset(dataset, root, split, channels=channels, image_size=image_size, task=task)
+        tensors = in_memory_tensors(ds)
         if tensors is None:
             raise ValueError(
                 f"evaluation needs an in-memory labelled dataset; {dataset!r} is not one (use openjepa embed)"

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from openjepa.config import Config
+from openjepa.data.datasets import DATASET_TASKS
 from openjepa.eval.data import EvalData, load_eval_data
 from openjepa.eval.finetune import finetune_rows
 from openjepa.eval.knn import knn_of_encoder, knn_of_pixels
@@ -81,6 +82,7 @@ def setup_evaluation(
     baselines: bool = False,
     train_samples: int | None = None,
     test_samples: int | None = None,
+    task: str | None = None,
     device: str = "auto",
     precision: str = "auto",
     out: str | Path | None = None,
@@ -94,6 +96,8 @@ def setup_evaluation(
         encoder: the encoder's role in its method (None: the one the method evaluates).
         baselines: also evaluate raw pixels and a random-init encoder of the same architecture.
         train_samples, test_samples: use the first N images of each split (None: ``eval.*_samples``).
+        task: which labels, for a dataset with several (shapes: ``count`` or ``distance``; None: the
+            run's ``data.task`` when evaluating on its own dataset, else the dataset's default).
         device, precision: ``auto``/``cpu``/``cuda`` and ``auto``/``fp32``/``bf16``.
         out: the JSON file to update (None: ``RUN/eval.json``).
         progress: show progress bars.
@@ -103,6 +107,11 @@ def setup_evaluation(
     role = encoder_role(get_method(cfg.method.name), encoder)  # fails before any data is loaded
     dev = resolve_device(device)
     dataset = data or cfg.data.dataset
+    if task is None and dataset == cfg.data.dataset:
+        task = cfg.data.task
+    tasks = DATASET_TASKS.get(dataset, ())
+    if task is None and tasks:
+        task = tasks[0]
     eval_data = load_eval_data(
         dataset,
         root if root is not None else cfg.data.root,
@@ -110,6 +119,7 @@ def setup_evaluation(
         cfg.data.channels,
         train_samples if train_samples is not None else cfg.eval.train_samples,
         test_samples if test_samples is not None else cfg.eval.test_samples,
+        task,
     )
     epoch = float(ckpt.get("epoch", 0))
     models: list[tuple[str, nn.Module]] = []
@@ -130,6 +140,7 @@ def setup_evaluation(
         "checkpoint": str(checkpoint),
         "encoder": role,
         "dataset": dataset,
+        **({"task": task} if task else {}),
         "train_samples": len(eval_data.train_labels),
         "test_samples": len(eval_data.test_labels),
         "pretraining": {
@@ -264,12 +275,19 @@ def format_table(setup: EvalSetup, table: EvalTable) -> str:
     """The table as printed: a title line with the data, then one line per model."""
     data = setup.data
     sizes = f"{len(data.train_labels)} train / {len(data.test_labels)} test"
-    head = f"{table.title} on {setup.meta['dataset']}: {sizes}"
+    task = f" ({setup.meta['task']})" if "task" in setup.meta else ""
+    head = f"{table.title} on {setup.meta['dataset']}{task}: {sizes}"
     return head + "\n" + format_rows(table.rows, table.columns)
+
+
+def section_name(setup: EvalSetup, table: EvalTable) -> str:
+    """The table's section of ``eval.json``: the protocol, and the task for datasets with several
+    (``knn_count``)."""
+    return f"{table.section}_{setup.meta['task']}" if "task" in setup.meta else table.section
 
 
 def write_table(setup: EvalSetup, table: EvalTable) -> Path:
     """Write the table as its section of ``setup.out`` (other sections are kept); returns the file."""
     return write_eval_section(
-        setup.out, table.section, {**setup.meta, "settings": table.settings, "rows": table.rows}
+        setup.out, section_name(setup, table), {**setup.meta, "settings": table.settings, "rows": table.rows}
     )

@@ -95,8 +95,10 @@ def build_train_data(cfg: Config) -> Dataset:
     the online monitor does, they give the image resized to 8/7 of ``data.image_size`` and centre-cropped.
     """
     d = cfg.data
-    decode = {"folder": round(d.image_size * 8 / 7), "synthetic": d.image_size}.get(d.dataset)
-    dataset = build_dataset(d.dataset, d.root, "train", channels=d.channels, image_size=decode)
+    decode = {"folder": round(d.image_size * 8 / 7), "synthetic": d.image_size, "shapes": d.image_size}
+    dataset = build_dataset(
+        d.dataset, d.root, "train", channels=d.channels, image_size=decode.get(d.dataset), task=d.task
+    )
     if isinstance(dataset, ImageFolder):
         dataset.crop = CropSpec(d.image_size, (d.crop_scale[0], d.crop_scale[1]), cfg.run.seed)
     return dataset

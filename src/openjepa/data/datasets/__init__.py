@@ -1,4 +1,4 @@
-"""Image datasets by name: idx (MNIST, Fashion-MNIST), CIFAR pickles, image folders, synthetic data.
+"""Image datasets by name: idx (MNIST, Fashion-MNIST), CIFAR pickles, image folders, synthetic data, shapes.
 
 One reader per module; :func:`build_dataset` picks one by name. Items are ``(image, label)`` with ``image``
 a float32 (C, H, W) tensor in [0, 1]; in-memory datasets also hold all images as one uint8 tensor (see
@@ -22,16 +22,20 @@ from torch.utils.data import Dataset
 from openjepa.data.datasets.base import (
     ImageTransform,
     TensorImageDataset,
+    adapt_channels,
     dataset_channels,
     in_memory_tensors,
 )
 from openjepa.data.datasets.cifar import CifarDataset, RestrictedUnpickler, safe_load_pickle
 from openjepa.data.datasets.folder import IMG_EXTENSIONS, ImageFolder, list_class_folders, split_folder
 from openjepa.data.datasets.idx import FASHION_MNIST_SYSTEM_DIR, IdxDataset, fashion_mnist, mnist, read_idx
+from openjepa.data.datasets.shapes import ShapesDataset
 from openjepa.data.datasets.synthetic import SyntheticDataset
 from openjepa.data.transforms import ResizeCenterCrop, resize
 
-DATASET_NAMES = ("fashion_mnist", "mnist", "cifar10", "cifar100", "folder", "synthetic")
+DATASET_NAMES = ("fashion_mnist", "mnist", "cifar10", "cifar100", "folder", "synthetic", "shapes")
+#: Datasets with several label sets, and theirs (the first is the default).
+DATASET_TASKS: dict[str, tuple[str, ...]] = {"shapes": ("count", "distance")}
 
 
 def _resize_transform(native: int, image_size: int | None) -> ImageTransform | None:
@@ -56,11 +60,13 @@ def build_dataset(
     split: str = "train",
     channels: int | None = None,
     image_size: int | None = None,
+    task: str | None = None,
 ) -> Dataset:
     """Build a dataset by name.
 
     Args:
-        name: one of ``fashion_mnist``, ``mnist``, ``cifar10``, ``cifar100``, ``folder``, ``synthetic``.
+        name: one of ``fashion_mnist``, ``mnist``, ``cifar10``, ``cifar100``, ``folder``, ``synthetic``,
+            ``shapes`` (procedural CLEVR-like scenes, :mod:`openjepa.data.datasets.shapes`).
         root: data directory (see each dataset for its search order). For ``folder`` it is required:
             ``root/<split>`` is used when it exists (with ``val`` and ``test`` standing in for each other,
             as ImageNet calls its test split ``val``); a ``root`` without any ``train``/``val``/``test``
@@ -77,12 +83,26 @@ def build_dataset(
         The dataset.
 
     Raises:
-        ValueError: unknown name (the message lists the valid ones), or missing ``root`` for folders.
+        ValueError: unknown name (the message lists the valid ones), missing ``root`` for folders, or a
+            ``task`` the dataset does not have.
     """
     key = name.lower().replace("-", "_")
     if key not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+    tasks: tuple[str, ...] = DATASET_TASKS.get(key, ())
+    if task is not None and task not in tasks:
+        have = (
+            f"its tasks are {', '.join(tasks)}"
+            if tasks
+            else "it has one set of labels (leave data.task unset)"
+        )
+        raise ValueError(f"dataset {name!r} has no task {task!r}: {have}")
     fixed_split = "test" if split == "val" else split
+    if key == "shapes":
+        ds = ShapesDataset(fixed_split, image_size or 64, task=task or tasks[0], root=root)
+        if channels not in (None, 3):
+            ds.images = adapt_channels(ds.images, channels, "shapes")
+        return ds
     if key in ("fashion_mnist", "mnist"):
         factory = fashion_mnist if key == "fashion_mnist" else mnist
         return factory(root, fixed_split, channels=channels, transform=_resize_transform(28, image_size))
@@ -107,12 +127,14 @@ def build_dataset(
 
 __all__ = [
     "DATASET_NAMES",
+    "DATASET_TASKS",
     "FASHION_MNIST_SYSTEM_DIR",
     "IMG_EXTENSIONS",
     "CifarDataset",
     "IdxDataset",
     "ImageFolder",
     "RestrictedUnpickler",
+    "ShapesDataset",
     "SyntheticDataset",
     "TensorImageDataset",
     "build_dataset",
