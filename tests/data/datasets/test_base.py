@@ -44,7 +44,7 @@ def test_build_dataset() -> None:
 
 
 def test_build_dataset_accepts_spelling_variants() -> None:
-    assert DATASET_NAMES == ("fashion_mnist", "mnist", "cifar10", "cifar100", "folder", "synthetic")
+    assert DATASET_NAMES == ("fashion_mnist", "mnist", "cifar10", "cifar100", "folder", "synthetic", "shapes")
     ds = build_dataset("Synthetic", split="val", image_size=8)  # "val" is the test split
     assert len(ds) == len(build_dataset("synthetic", split="test", image_size=8))
     assert ds[0][0].shape == (3, 8, 8)
