@@ -211,6 +211,19 @@ PLANS: dict[str, Plan] = {
             "median of their 40-step calibrations, 0.287 s/step (alone they read 0.267–0.318 s/step)",
         ),
     ),
+    "screen3": Plan(
+        "Screen 3: the patch embedding of the one-hour recipe (C-JEPA C, β 0.01, 4 × 128), 814 steps",
+        {
+            "base": Cell("linear patch embedding (the preset)", CJEPA),
+            "mlp_stem": Cell("per-patch MLP stem (model.stem=mlp)", CJEPA, ("model.stem=mlp",)),
+        },
+        steps=814,
+        monitor_points=6,
+        notes=(
+            "equal steps: 814, what screen 2's width-128 cell trained in its 3 minutes; the MLP stem adds "
+            "one width × width layer per token, a few percent of a step",
+        ),
+    ),
 }
 
 

@@ -13,9 +13,9 @@ from openjepa.utils.run_folder import CHECKPOINT_VERSION
 IMAGE, PATCH, WIDTH, DEPTH, HEADS = 32, 8, 64, 2, 4
 
 
-def write_tiny_run(run_dir: Path) -> Path:
-    """Write ``run_dir/checkpoints/latest.pt`` of a 2-block, 64-wide ViT on 32 px RGB images; returns
-    ``run_dir``."""
+def write_tiny_run(run_dir: Path, stem: str = "linear") -> Path:
+    """Write ``run_dir/checkpoints/latest.pt`` of a 2-block, 64-wide ViT on 32 px RGB images with the patch
+    embedding ``stem``; returns ``run_dir``."""
     cfg = from_dict(
         {
             "method": {
@@ -29,6 +29,7 @@ def write_tiny_run(run_dir: Path) -> Path:
                 "embed_dim": WIDTH,
                 "depth": DEPTH,
                 "num_heads": HEADS,
+                "stem": stem,
             },
             "data": {"dataset": "synthetic", "image_size": IMAGE, "channels": 3},
         }

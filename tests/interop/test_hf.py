@@ -18,7 +18,7 @@ from openjepa.interop.safetensors import load_safetensors_encoder  # noqa: E402
 from openjepa.utils.io import load_torch_file  # noqa: E402
 from openjepa.utils.run_folder import CHECKPOINT_VERSION  # noqa: E402
 from openjepa.utils.state_dict import CheckpointMismatchError  # noqa: E402
-from tests.interop.helpers import DEPTH, HEADS, IMAGE, PATCH, WIDTH  # noqa: E402
+from tests.interop.helpers import DEPTH, HEADS, IMAGE, PATCH, WIDTH, write_tiny_run  # noqa: E402
 
 
 def close(a, b):
@@ -168,3 +168,12 @@ def test_export_of_an_unknown_encoder_role_exits_2(run, tmp_path, capsys):
     assert openjepa_main(argv) == 2
     assert "has no 'nope' encoder" in capsys.readouterr().err
     assert not (tmp_path / "hf" / "model.safetensors").exists()
+
+
+def test_export_of_an_mlp_stem_is_refused_in_one_line(tmp_path, capsys):
+    run = write_tiny_run(tmp_path / "run", stem="mlp")
+    argv = ["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]
+    assert openjepa_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "model.stem=mlp" in err and "--format safetensors" in err and "Traceback" not in err
+    assert not (tmp_path / "hf").exists()

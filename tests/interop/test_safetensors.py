@@ -10,7 +10,7 @@ pytest.importorskip("safetensors")
 import openjepa  # noqa: E402
 from openjepa.interop.safetensors import export_safetensors, load_safetensors_encoder  # noqa: E402
 from openjepa.utils.state_dict import CheckpointMismatchError  # noqa: E402
-from tests.interop.helpers import DEPTH, HEADS, IMAGE, PATCH, WIDTH  # noqa: E402
+from tests.interop.helpers import DEPTH, HEADS, IMAGE, PATCH, WIDTH, write_tiny_run  # noqa: E402
 
 
 def test_safetensors_export_round_trips(run, tmp_path, images):
@@ -56,4 +56,21 @@ def test_loader_refuses_foreign_json_and_mismatched_weights(run, tmp_path):
     with pytest.raises(
         CheckpointMismatchError, match=r"encoder.json 'depth'=3 disagrees with the stored blocks \(2 found\)"
     ):
+        load_safetensors_encoder(path)
+
+
+def test_mlp_stem_round_trips_and_older_files_read_as_linear(tmp_path, images):
+    run = write_tiny_run(tmp_path / "run", stem="mlp")
+    path = export_safetensors(run, tmp_path / "mlp.safetensors")
+    arch_path = tmp_path / "mlp.json"
+    arch = json.loads(arch_path.read_text())
+    assert arch["stem"] == "mlp"
+    with torch.no_grad():
+        assert torch.equal(load_safetensors_encoder(path)(images), openjepa.load_encoder(run)(images))
+    arch_path.write_text(json.dumps(arch | {"stem": "conv"}))
+    with pytest.raises(ValueError, match="'stem' is 'conv'"):
+        load_safetensors_encoder(path)
+    del arch["stem"]  # a file written before model.stem: the linear stem, which these weights do not fit
+    arch_path.write_text(json.dumps(arch))
+    with pytest.raises(CheckpointMismatchError, match="patch_embed.mlp"):
         load_safetensors_encoder(path)

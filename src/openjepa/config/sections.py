@@ -195,6 +195,9 @@ class ModelConfig:
         init: weight init of the encoder and the predictor: ``reference`` (what the published runs trained
             from: normal std 0.02, no depth rescale) or ``rescaled`` (±2σ-truncated, residual projections
             of block i divided by sqrt(2·i); openjepa's earlier default).
+        stem: the patch embedding: ``linear`` (one projection per patch, the published ViTs) or ``mlp``
+            (the projection, then LayerNorm, GELU and a width × width layer, still per patch, so context
+            tokens never see the target patches' pixels). ``mlp`` has no Hugging Face export.
     """
 
     name: str = "vit_tiny"
@@ -205,6 +208,7 @@ class ModelConfig:
     grad_checkpointing: bool = False
     patch_init_std: float | None = bounded(None, gt=0)
     init: Literal["reference", "rescaled"] = "reference"
+    stem: Literal["linear", "mlp"] = "linear"
 
 
 @dataclass

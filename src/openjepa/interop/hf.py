@@ -283,6 +283,11 @@ def export_hf(ckpt_or_run: str | Path, out_dir: str | Path, encoder: str | None 
     """
     safetensors_module()
     vit = load_encoder(ckpt_or_run, encoder)
+    if vit.patch_embed.stem != "linear":
+        raise ValueError(
+            f"{ckpt_or_run} was trained with model.stem={vit.patch_embed.stem}, which Hugging Face's "
+            "IJepaModel has no layers for; export it with `--format safetensors` instead"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_safetensors(to_hf_state_dict(vit.state_dict(), vit.depth), out_dir / HF_WEIGHTS_NAME)

@@ -25,7 +25,7 @@ import torch
 from openjepa.interop.reference import size_name
 from openjepa.methods.base import encoder_role, get_method
 from openjepa.methods.loading import check_encoder_shapes, check_fits, load_checkpoint_config, load_encoder
-from openjepa.models.vit import VIT_SIZES, VisionTransformer
+from openjepa.models.vit import STEMS, VIT_SIZES, VisionTransformer
 from openjepa.utils.io import DAMAGED_HINT, DamagedFileError, atomic_write, atomic_write_text, tensor_crc32
 from openjepa.utils.state_dict import load_state_dict_strict
 
@@ -102,6 +102,7 @@ def export_safetensors(ckpt_or_run: str | Path, out_path: str | Path, encoder: s
         "mlp_ratio": VIT_SIZES[size_name(vit.embed_dim, hidden)].mlp_ratio,
         "qkv_bias": "blocks.0.attn.qkv.bias" in state,
         "norm_eps": vit.norm.eps,
+        "stem": vit.patch_embed.stem,
         "encoder": role,
         "source": str(ckpt_or_run),
     }
@@ -189,6 +190,10 @@ def _vit_arguments(arch: Mapping[str, Any], arch_path: Path) -> dict[str, Any]:
             raise ValueError(f"{arch_path}: {key!r} is {value!r}, expected a positive finite number")
     if not isinstance(kwargs["qkv_bias"], bool):
         raise ValueError(f"{arch_path}: 'qkv_bias' is {kwargs['qkv_bias']!r}, expected true or false")
+    stem = arch.get("stem", "linear")  # files written before model.stem existed: the linear stem
+    if stem not in STEMS:
+        raise ValueError(f"{arch_path}: 'stem' is {stem!r}, expected one of {list(STEMS)}")
+    kwargs["stem"] = stem
     return kwargs
 
 

@@ -25,4 +25,5 @@ def build_encoder(model: ModelConfig, image_size: int, in_chans: int) -> VisionT
         grad_checkpointing=model.grad_checkpointing,
         patch_init_std=model.patch_init_std,
         init=model.init,
+        stem=model.stem,
     )

@@ -24,16 +24,33 @@ def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+STEMS = ("linear", "mlp")
+
+
 class PatchEmbed(nn.Module):
-    """Split an image into non-overlapping ``p × p`` patches and project each to ``embed_dim``.
+    """Split an image into non-overlapping ``p × p`` patches and embed each as a ``embed_dim`` token.
 
     The weights are those of a strided ``Conv2d`` (so checkpoints of conv-based ViTs load as they are),
     but the projection runs as one matrix product over flattened patches, which is what a stride-p conv
     computes, and lets the encoder embed only the patches it will use.
+
+    ``stem``: ``"linear"``, the projection alone (the published ViTs); ``"mlp"``, the projection followed
+    by LayerNorm, GELU and a ``D × D`` linear layer (``mlp``), a nonlinear embedding that still reads one
+    patch only. A convolutional stem with overlapping windows would let a context token see pixels of
+    the neighbouring target patches, which a masked-prediction method must hide from it.
     """
 
-    def __init__(self, img_size: int | tuple[int, int], patch_size: int, in_chans: int, embed_dim: int):
+    def __init__(
+        self,
+        img_size: int | tuple[int, int],
+        patch_size: int,
+        in_chans: int,
+        embed_dim: int,
+        stem: str = "linear",
+    ):
         super().__init__()
+        if stem not in STEMS:
+            raise ValueError(f"unknown stem {stem!r}; choose one of {STEMS}")
         self.img_size = _pair(img_size)
         self.patch_size = patch_size
         h, w = self.img_size
@@ -46,6 +63,12 @@ class PatchEmbed(nn.Module):
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.in_chans = in_chans
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.stem = stem
+        self.mlp = (
+            nn.Sequential(nn.LayerNorm(embed_dim, eps=1e-6), nn.GELU(), nn.Linear(embed_dim, embed_dim))
+            if stem == "mlp"
+            else None
+        )
 
     def patchify(self, x: torch.Tensor, any_size: bool = False) -> torch.Tensor:
         """(B, C, H, W) images → (B, N, C·p·p) flattened patches in raster order.
@@ -73,7 +96,8 @@ class PatchEmbed(nn.Module):
         if indices is not None:
             patches = gather_tokens(patches, indices)  # (B, K, C·p·p)
         weight = self.proj.weight.flatten(1)  # (D, C·p·p)
-        return F.linear(patches, weight, self.proj.bias)  # (B, N or K, D)
+        tokens = F.linear(patches, weight, self.proj.bias)  # (B, N or K, D)
+        return tokens if self.mlp is None else self.mlp(tokens)
 
 
 class Attention(nn.Module):
@@ -245,6 +269,9 @@ class VisionTransformer(nn.Module):
             position embedding; the small-image recipes use 0.25 so the targets depend on the image.
         init: weight-init scheme, ``"reference"`` (as the published runs trained) or ``"rescaled"``
             (see :func:`init_transformer_weights`).
+        stem: the patch embedding, ``"linear"`` or ``"mlp"`` (see :class:`PatchEmbed`). With ``"mlp"``,
+            ``patch_init_std`` sets the std of its last layer to ``patch_init_std·sqrt(C·p·p / D)``, which
+            gives tokens of about the linear stem's scale at init.
 
     Example:
         >>> enc = vit_tiny(img_size=28, patch_size=4, in_chans=1)
@@ -269,13 +296,14 @@ class VisionTransformer(nn.Module):
         grad_checkpointing: bool = False,
         patch_init_std: float | None = None,
         init: str = "reference",
+        stem: str = "linear",
     ):
         super().__init__()
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.depth = depth
         self.grad_checkpointing = grad_checkpointing
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, stem)
         self.grid_size = self.patch_embed.grid_size
         self.num_patches = self.patch_embed.num_patches
         pos = sincos_2d(embed_dim, *self.grid_size)[None]  # (1, N, D)
@@ -290,6 +318,10 @@ class VisionTransformer(nn.Module):
         if patch_init_std is not None:
             bound = init_bound(patch_init_std, init)
             nn.init.trunc_normal_(self.patch_embed.proj.weight, std=patch_init_std, a=-bound, b=bound)
+            if self.patch_embed.mlp is not None:
+                last = cast(nn.Linear, self.patch_embed.mlp[-1])
+                std = patch_init_std * math.sqrt(in_chans * patch_size**2 / embed_dim)
+                nn.init.trunc_normal_(last.weight, std=std, a=-init_bound(std, init), b=init_bound(std, init))
 
     def embed(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
         """Patch-embed and add positions; with ``indices`` (B, K) keep only those patches → (B, K, D)."""
