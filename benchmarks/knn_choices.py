@@ -2,7 +2,9 @@
 
 kNN on frozen features has choices the evaluation makes for the user: which blocks' features
 (``last1``: the last block's, mean-pooled; ``last4``: the last four concatenated, or as many as the
-encoder has) and whether to subtract the training features' mean before the cosine (``centre``). This
+encoder has) and what to do to them before the cosine: nothing, subtract the training features' mean
+(``centre``), or PCA-whiten them with the training features' covariance (``whiten``, each eigenvalue
+regularised by ``eps`` times their mean; eps in ``WHITEN_EPS``). This
 script scores every choice for every row of the ``eval knn --baselines`` table (raw pixels, the random-init
 ViT, the run's encoder) on held-out training images: a random ``--holdout`` fraction of the training
 images (drawn from ``--seed``) queries a bank of the rest.
@@ -27,11 +29,20 @@ from openjepa.eval.features import encoder_features, pixel_features
 from openjepa.eval.knn import knn_classify
 from openjepa.eval.run import setup_evaluation
 
-DEFAULT = ("last1", False)  # what `openjepa eval knn` uses
+DEFAULT = ("last1", False, None)  # what `openjepa eval knn` uses: (features, centre, whiten)
+WHITEN_EPS = (0.001, 0.01, 0.1, 1.0)
+#: (centre, whiten) of each preprocessing choice
+PREPROCESSING = [(False, None), (True, None), *((False, eps) for eps in WHITEN_EPS)]
 
 
-def choice_name(features: str, centre: bool) -> str:
+def choice_name(features: str, centre: bool, whiten: float | None = None) -> str:
+    if whiten is not None:
+        return f"{features}, whitened (eps {whiten:g})"
     return f"{features}{', centred' if centre else ''}"
+
+
+def name_of(score: dict) -> str:
+    return choice_name(score["features"], score["centre"], score["whiten"])
 
 
 def feature_sets(setup, model) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -50,15 +61,15 @@ def feature_sets(setup, model) -> tuple[dict[str, torch.Tensor], dict[str, torch
 def score_row(
     train, test, train_y, test_y, k: int, temperature: float, holdout: float, seed: int
 ) -> list[dict]:
-    """Held-out and test kNN accuracy of every (features, centre) choice of one row."""
+    """Held-out and test kNN accuracy of every (features, centre, whiten) choice of one row."""
     n = len(train_y)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_val = max(1, round(n * holdout))
     bank, queries = order[n_val:], order[:n_val]
     out = []
     for features in train:
-        for centre in (False, True):
-            kw = {"k": k, "temperature": temperature, "centre": centre}
+        for centre, whiten in PREPROCESSING:
+            kw = {"k": k, "temperature": temperature, "centre": centre, "whiten": whiten}
             held_out = knn_classify(
                 train[features][bank], train_y[bank], train[features][queries], train_y[queries], **kw
             )[k]
@@ -67,6 +78,7 @@ def score_row(
                 {
                     "features": features,
                     "centre": centre,
+                    "whiten": whiten,
                     "held_out": round(held_out, 2),
                     "test": round(test_acc, 2),
                 }
@@ -116,12 +128,17 @@ def main(argv: list[str] | None = None) -> dict:
         )
         chosen = max(scores, key=lambda s: s["held_out"])
         default = next(
-            (s for s in scores if (s["features"], s["centre"]) in (DEFAULT, ("pixels", False))), scores[0]
+            (
+                s
+                for s in scores
+                if (s["features"], s["centre"], s["whiten"]) in (DEFAULT, ("pixels", False, None))
+            ),
+            scores[0],
         )
         rows.append({"name": name, "scores": scores, "default": default, "chosen": chosen})
         print(
-            f"{name}: default {choice_name(default['features'], default['centre'])} {default['test']:.2f}; "
-            f"chosen on held-out images: {choice_name(chosen['features'], chosen['centre'])} "
+            f"{name}: default {name_of(default)} {default['test']:.2f}; "
+            f"chosen on held-out images: {name_of(chosen)} "
             f"(held-out {chosen['held_out']:.2f}) {chosen['test']:.2f}",
             file=sys.stderr,
         )
@@ -141,8 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("|---|---|---|---|---|")
     for row in rows:
         d, c = row["default"], row["chosen"]
-        chosen = choice_name(c["features"], c["centre"])
-        print(f"| {row['name']} | {d['test']:.2f} | {chosen} | {c['held_out']:.2f} | {c['test']:.2f} |")
+        print(f"| {row['name']} | {d['test']:.2f} | {name_of(c)} | {c['held_out']:.2f} | {c['test']:.2f} |")
     return result
 
 

@@ -32,13 +32,15 @@ def test_each_row_is_chosen_on_held_out_images_and_scored_on_test(bench, run, tm
     names = [row["name"] for row in result["rows"]]
     assert names[:2] == ["raw pixels", "random init (same ViT)"] and names[2].startswith("openjepa")
     for row in result["rows"]:
-        choices = {(s["features"], s["centre"]) for s in row["scores"]}
+        choices = {(s["features"], s["centre"], s["whiten"]) for s in row["scores"]}
         expected = (
             {"pixels"} if row["name"] == "raw pixels" else {"last1", "last2"}
         )  # 2 blocks: last4 is last2
-        assert choices == {(f, c) for f in expected for c in (False, True)}
+        preprocessing = [(False, None), (True, None), *((False, e) for e in (0.001, 0.01, 0.1, 1.0))]
+        assert choices == {(f, c, w) for f in expected for c, w in preprocessing}
         assert row["chosen"]["held_out"] == max(s["held_out"] for s in row["scores"])
-        assert row["default"]["centre"] is False and row["default"]["features"] in ("pixels", "last1")
+        assert row["default"]["centre"] is False and row["default"]["whiten"] is None
+        assert row["default"]["features"] in ("pixels", "last1")
     # the pixel row's test score, recomputed: the bank is every training image, the queries the test split
     setup = setup_evaluation(run, baselines=True, train_samples=80, test_samples=40, progress=False)
     data = setup.data
@@ -53,6 +55,17 @@ def test_each_row_is_chosen_on_held_out_images_and_scored_on_test(bench, run, tm
         centre=True,
     )[10]
     assert centred["test"] == pytest.approx(expected, abs=0.005)
+    whitened = next(s for s in result["rows"][0]["scores"] if s["whiten"] == 0.1)
+    expected = knn_classify(
+        pixel_features(data.train_images, data),
+        data.train_labels,
+        pixel_features(data.test_images, data),
+        data.test_labels,
+        k=10,
+        temperature=setup.cfg.eval.knn_temperature,
+        whiten=0.1,
+    )[10]
+    assert whitened["test"] == pytest.approx(expected, abs=0.005)
 
 
 def test_the_held_out_fraction_must_be_a_fraction(bench, run):

@@ -105,7 +105,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )
     protocol = args.eval_command
     if protocol == "knn":
-        table = run.knn_table(setup, args.k)
+        table = run.knn_table(setup, args.k, args.whiten)
     elif protocol == "linear":
         table = run.linear_table(setup, args.epochs, args.lrs, args.seed)
     elif protocol == "finetune":
@@ -307,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--no-progress", action="store_true", help="hide progress bars")
         if proto == "knn":
             e.add_argument("--k", type=positive_int, nargs="+", help="neighbour counts (default: eval.knn_k)")
+            e.add_argument(
+                "--whiten",
+                action="store_true",
+                help="PCA-whiten the features first, the regulariser (or none) chosen per model on 10%% of "
+                "the training images held out; writes the section knn_whitened",
+            )
         else:
             e.add_argument("--seed", type=seed_int, default=0, help="seeds splits, subsets and training (0)")
         if proto in ("linear", "lowshot"):

@@ -9,8 +9,67 @@ import torch
 
 from openjepa.eval.data import EvalData, eval_preprocess
 from openjepa.eval.features import extract_features
-from openjepa.eval.knn import knn_accuracy_pixels, knn_classify, knn_of_encoder, knn_of_pixels, knn_predict
+from openjepa.eval.knn import (
+    choose_whitening,
+    knn_accuracy_pixels,
+    knn_classify,
+    knn_of_encoder,
+    knn_of_pixels,
+    knn_predict,
+    whitening,
+)
+from openjepa.eval.linear import split_train_val
 from openjepa.models.vit import VisionTransformer
+
+
+def test_whitening_gives_the_training_features_identity_covariance() -> None:
+    g = torch.Generator().manual_seed(0)
+    mixing = torch.randn(5, 5, generator=g, dtype=torch.float64)
+    train = torch.randn(400, 5, generator=g, dtype=torch.float64) @ mixing + 2.0
+    mean, w = whitening(train, eps=1e-12)
+    y = (train - mean) @ w
+    torch.testing.assert_close(y.T @ y / (len(y) - 1), torch.eye(5, dtype=torch.float64), atol=1e-6, rtol=0)
+    # eps regularises each eigenvalue λ to λ + eps·mean(λ): the whitened variances are λ / (λ + eps·mean)
+    eigenvalues = torch.linalg.eigvalsh(torch.cov(train.T))
+    _, w = whitening(train, eps=0.5)
+    y = (train - mean) @ w
+    expected = eigenvalues / (eigenvalues + 0.5 * eigenvalues.mean())
+    torch.testing.assert_close(torch.linalg.eigvalsh(y.T @ y / (len(y) - 1)), expected, atol=1e-9, rtol=0)
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="whitening eps must be a positive finite number"):
+            whitening(train, bad)
+
+
+def test_whitening_lets_a_small_informative_direction_outvote_a_large_noisy_one() -> None:
+    """Labels in a direction of std 0.01, three noise directions of std 1 around 5: the cosine sees the
+    noise; after whitening every direction counts alike, and whitening equals kNN on whitened features."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (600,), generator=g)
+    signal = (2.0 * labels - 1) * 0.01 + 0.001 * torch.randn(600, generator=g)
+    feats = torch.cat([signal[:, None], 5.0 + torch.randn(600, 3, generator=g)], dim=1)
+    train, test, y_train, y_test = feats[:400], feats[400:], labels[:400], labels[400:]
+    plain = knn_classify(train, y_train, test, y_test, k=10)[10]
+    white = knn_classify(train, y_train, test, y_test, k=10, whiten=0.001)[10]
+    assert plain < 60 and white > 95
+    mean, w = whitening(train, 0.001)
+    by_hand = knn_predict((train - mean) @ w, y_train, (test - mean) @ w, k=10)[10]
+    assert torch.equal(knn_predict(train, y_train, test, k=10, whiten=0.001)[10], by_hand)
+
+
+def test_choose_whitening_scores_every_choice_on_held_out_training_features() -> None:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (600,), generator=g)
+    signal = (2.0 * labels - 1) * 0.01 + 0.001 * torch.randn(600, generator=g)
+    feats = torch.cat([signal[:, None], 5.0 + torch.randn(600, 3, generator=g)], dim=1)
+    eps, scores = choose_whitening(feats, labels, k=10)
+    assert list(scores) == ["off", "0.001", "0.01", "0.1", "1"]
+    assert eps is not None and scores[f"{eps:g}"] == max(scores.values()) and scores["off"] < 60
+    bank, queries = split_train_val(600, 0.1, 0)  # the linear probe's held-out split
+    again = knn_classify(feats[bank], labels[bank], feats[queries], labels[queries], k=10, whiten=eps)[10]
+    assert scores[f"{eps:g}"] == round(again, 2)
+    # every choice perfect: ties keep the first, no whitening
+    clusters, cluster_labels = clustered_problem(50, 3, 4, noise=0.01)
+    assert choose_whitening(clusters, cluster_labels, k=5) == (None, dict.fromkeys(scores, 100.0))
 
 
 def brute_force_knn(

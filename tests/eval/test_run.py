@@ -8,7 +8,8 @@ import torch
 
 from openjepa import cli
 from openjepa.api import pretrain
-from openjepa.eval.knn import knn_of_encoder, knn_of_pixels
+from openjepa.eval.features import encoder_features, pixel_features
+from openjepa.eval.knn import choose_whitening, knn_classify, knn_of_encoder, knn_of_pixels
 from openjepa.eval.lowshot import lowshot_indices
 from openjepa.eval.results import format_rows
 from openjepa.eval.run import (
@@ -176,6 +177,36 @@ def test_lowshot_table_probes_and_tunes_fixed_subsets(setup):
     assert [r["linear 25%"] for r in probe_only.rows] == [r["linear 25%"] for r in table.rows]
 
 
+def test_whitened_knn_table_whitens_each_row_as_its_held_out_images_choose(setup):
+    table = knn_table(setup, k=(5, 10), whiten=True)
+    assert (table.section, table.columns) == ("knn_whitened", ["k5", "k10", "val_k5"])
+    assert table.settings["whiten_eps"] == ["off", 0.001, 0.01, 0.1, 1.0]
+    data = setup.data
+    features = {
+        "raw pixels": (pixel_features(data.train_images, data), pixel_features(data.test_images, data))
+    }
+    trained_name, trained = setup.models[1]
+    features[trained_name] = tuple(
+        encoder_features(trained, images, data, 1, progress=False)["last1"]
+        for images in (data.train_images, data.test_images)
+    )
+    rows = {r["name"]: r for r in table.rows}
+    assert list(rows) == ["raw pixels", *(name for name, _ in setup.models)]
+    for name, (train, test) in features.items():
+        eps, held_out = choose_whitening(train, data.train_labels, k=5)
+        row = rows[name]
+        assert row["whiten"] == eps and row["held_out"] == held_out
+        assert row["val_k5"] == max(held_out.values())  # the chosen one is the best held-out score
+        expected = knn_classify(train, data.train_labels, test, data.test_labels, k=(5, 10), whiten=eps)
+        assert (row["k5"], row["k10"]) == (round(expected[5], 2), round(expected[10], 2))
+    text = format_table(setup, table)
+    assert text.splitlines()[0].startswith("kNN (cosine, weighted) on PCA-whitened features on synthetic")
+    chosen = ["off" if r["whiten"] is None else str(r["whiten"]) for r in table.rows]
+    assert text.splitlines()[-1] == "whitening eps, chosen on held-out training images: " + "; ".join(
+        f"{r['name']}: {c}" for r, c in zip(table.rows, chosen, strict=True)
+    )
+
+
 def test_format_table_titles_the_rows(setup):
     table = knn_table(setup, k=(5,))
     head, body = format_table(setup, table).split("\n", 1)
@@ -207,6 +238,12 @@ def test_knn_linear_finetune_lowshot_fill_one_eval_json(run, capsys):
     assert names == ["raw pixels", "random init", "openjepa target encoder"]
     assert all(0 <= r["k5"] <= 100 and 0 <= r["k10"] <= 100 for r in knn["rows"])
     assert knn["rows"][0]["k5"] > 30.0  # synthetic classes separate in pixel space (chance: 10 %)
+    assert cli.main(["eval", "knn", str(run), "--baselines", "--k", "5", "--whiten", *COMMON]) == 0
+    assert "whitening eps, chosen on held-out training images: raw pixels: " in capsys.readouterr().out
+    assert sections(run)["knn"] == knn  # its own section
+    whitened = sections(run)["knn_whitened"]
+    assert [r["name"].split(" (")[0] for r in whitened["rows"]] == names
+    assert all(r["whiten"] in (None, 0.001, 0.01, 0.1, 1.0) for r in whitened["rows"])
 
     assert (
         cli.main(
@@ -244,7 +281,7 @@ def test_knn_linear_finetune_lowshot_fill_one_eval_json(run, capsys):
     ]
     assert cli.main(args) == 0
     low = sections(run)["lowshot"]
-    assert set(sections(run)) == {"knn", "linear", "finetune", "lowshot"}
+    assert set(sections(run)) == {"knn", "knn_whitened", "linear", "finetune", "lowshot"}
     pixels, random_init, ours = low["rows"]
     assert "finetune 10%" not in pixels and "linear 10%" in pixels
     assert "finetune 10%" in random_init and "finetune 10%" in ours

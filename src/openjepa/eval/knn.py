@@ -12,6 +12,7 @@ the first columns of the (sorted) result.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
@@ -22,10 +23,13 @@ from torch import nn
 
 from openjepa.eval.data import EvalData, eval_preprocess
 from openjepa.eval.features import encoder_features
+from openjepa.eval.linear import split_train_val
 
 ArrayLike = torch.Tensor | np.ndarray
 
 DEFAULT_K: tuple[int, ...] = (10, 20, 200)
+#: the whitening regularisers :func:`choose_whitening` tries, besides no whitening
+WHITEN_EPS: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)
 
 
 def _as_tensor(x: ArrayLike, name: str) -> torch.Tensor:
@@ -102,6 +106,7 @@ def knn_predict(
     chunk_size: int = 1024,
     device: torch.device | str | None = None,
     centre: bool = False,
+    whiten: float | None = None,
 ) -> dict[int, torch.Tensor]:
     """Predict labels of test samples by temperature-weighted kNN voting.
 
@@ -118,6 +123,9 @@ def knn_predict(
         device: Where to compute. Defaults to the device of ``train_features``.
         centre: subtract the training features' mean from both sets before the cosine (a feature
             shared by every image then no longer makes all images look alike).
+        whiten: PCA-whiten both sets before the cosine with the training features' covariance, each
+            eigenvalue regularised by ``whiten`` times their mean (see :func:`whitening`); None: off.
+            Whitening centres too.
 
     Returns:
         Map from each requested ``k`` to predicted labels, int64 tensor of shape ``(N_test,)``
@@ -157,14 +165,17 @@ def knn_predict(
     # Half-precision matmuls are slow or unsupported on CPU; float32 is accurate enough.
     train_x = train_x.to(device=device, dtype=torch.float32)  # (N_train, D)
     mean = train_x.mean(dim=0) if centre else torch.zeros((), device=device)  # (D,) or 0
-    train_x = F.normalize(train_x - mean, dim=1)
+    project: torch.Tensor | None = None  # (D, D): the whitening
+    if whiten is not None:
+        mean, project = whitening(train_x, whiten)
+    train_x = F.normalize(_project(train_x - mean, project), dim=1)
     train_y = train_y.to(device)
 
     predictions: dict[int, list[torch.Tensor]] = {value: [] for value in requested}
     with torch.no_grad():
         for start in range(0, test_x.shape[0], chunk_size):
             chunk = test_x[start : start + chunk_size].to(device=device, dtype=torch.float32)
-            chunk = F.normalize(chunk - mean, dim=1)  # (B, D)
+            chunk = F.normalize(_project(chunk - mean, project), dim=1)  # (B, D)
             similarity = chunk @ train_x.T  # (B, N_train)
             top_sim, top_idx = similarity.topk(k_max, dim=1, largest=True, sorted=True)  # (B, k_max)
             del similarity
@@ -180,6 +191,71 @@ def knn_predict(
     return {value: torch.cat(parts) for value, parts in predictions.items()}
 
 
+def whitening(features: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """PCA whitening fitted on ``features`` (N, D): ``(mean (D,), W (D, D))`` such that
+    ``(x - mean) @ W`` has the identity covariance on ``features``, except that each eigenvalue λ of the
+    covariance is regularised to ``λ + eps·mean(λ)``, so directions of almost no variance (constant border
+    pixels, a collapsed feature) are not blown up. Computed in float64.
+
+    Raises:
+        ValueError: ``eps`` is not a positive finite number, or fewer than two feature rows.
+    """
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"whitening eps must be a positive finite number, got {eps}")
+    if features.shape[0] < 2:
+        raise ValueError(f"whitening needs at least 2 training features, got {features.shape[0]}")
+    x = features.double()
+    mean = x.mean(dim=0)  # (D,)
+    x = x - mean
+    cov = x.T @ x / (x.shape[0] - 1)  # (D, D)
+    eigenvalues, vectors = torch.linalg.eigh(cov)  # ascending; columns are eigenvectors
+    eigenvalues = eigenvalues.clamp(min=0)
+    scale = (eigenvalues + eps * eigenvalues.mean()).rsqrt()  # (D,)
+    return mean.to(features.dtype), (vectors * scale).to(features.dtype)
+
+
+def _project(x: torch.Tensor, project: torch.Tensor | None) -> torch.Tensor:
+    return x if project is None else x @ project
+
+
+def choose_whitening(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    k: int = 10,
+    temperature: float = 0.07,
+    eps_grid: Sequence[float] = WHITEN_EPS,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> tuple[float | None, dict[str, float]]:
+    """Whether and how much to whiten, chosen on held-out *training* features (never the test split).
+
+    A seeded ``val_fraction`` of the training features (the linear probe's split) queries a bank of the
+    rest, once without whitening and once per regulariser of ``eps_grid``, the whitening fitted on the
+    bank alone. Returns ``(eps or None, {"off": accuracy, "0.001": accuracy, …})``; ties keep the earlier
+    choice, no whitening first.
+    """
+    bank, queries = split_train_val(train_features.shape[0], val_fraction, seed)
+    y = _as_tensor(train_labels, "train_labels")
+    num_classes = int(y.max()) + 1
+    scores: dict[str, float] = {}
+    best: tuple[float, float | None] = (-1.0, None)
+    for eps in (None, *eps_grid):
+        accuracy = knn_classify(
+            train_features[bank],
+            y[bank],
+            train_features[queries],
+            y[queries],
+            k=k,
+            temperature=temperature,
+            num_classes=num_classes,
+            whiten=eps,
+        )[k]
+        scores["off" if eps is None else f"{eps:g}"] = round(accuracy, 2)
+        if accuracy > best[0]:
+            best = (accuracy, eps)
+    return best[1], scores
+
+
 def knn_classify(
     train_features: ArrayLike,
     train_labels: ArrayLike,
@@ -191,6 +267,7 @@ def knn_classify(
     chunk_size: int = 1024,
     device: torch.device | str | None = None,
     centre: bool = False,
+    whiten: float | None = None,
 ) -> dict[int, float]:
     """Top-1 accuracy (percent) of temperature-weighted kNN for each ``k``.
 
@@ -205,6 +282,7 @@ def knn_classify(
         chunk_size: Test samples scored at once.
         device: Where to compute; defaults to the device of ``train_features``.
         centre: subtract the training features' mean first (see :func:`knn_predict`).
+        whiten: PCA-whiten with this regulariser first (see :func:`whitening`); None: off.
 
     Returns:
         Map from each requested ``k`` to accuracy in percent (0-100).
@@ -228,6 +306,7 @@ def knn_classify(
         chunk_size=chunk_size,
         device=device,
         centre=centre,
+        whiten=whiten,
     )
     test_y = test_y.cpu()
     return {value: 100.0 * (pred == test_y).double().mean().item() for value, pred in predictions.items()}

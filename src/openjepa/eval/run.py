@@ -24,8 +24,9 @@ from torch import nn
 from openjepa.config import Config
 from openjepa.data.datasets import DATASET_TASKS
 from openjepa.eval.data import EvalData, load_eval_data
+from openjepa.eval.features import encoder_features, pixel_features
 from openjepa.eval.finetune import finetune_rows
-from openjepa.eval.knn import knn_of_encoder, knn_of_pixels
+from openjepa.eval.knn import WHITEN_EPS, choose_whitening, knn_classify, knn_of_encoder, knn_of_pixels
 from openjepa.eval.linear import DEFAULT_LRS, linear_rows
 from openjepa.eval.lowshot import LOWSHOT_FRACTIONS, lowshot_indices
 from openjepa.eval.results import format_rows, write_eval_section
@@ -173,10 +174,17 @@ def _with_pixels(setup: EvalSetup) -> list[tuple[str, nn.Module | None]]:
     return pixels + list(setup.models)
 
 
-def knn_table(setup: EvalSetup, k: Sequence[int] | None = None) -> EvalTable:
-    """Weighted kNN (cosine, temperature ``eval.knn_temperature``) for each ``k`` (None: ``eval.knn_k``)."""
+def knn_table(setup: EvalSetup, k: Sequence[int] | None = None, whiten: bool = False) -> EvalTable:
+    """Weighted kNN (cosine, temperature ``eval.knn_temperature``) for each ``k`` (None: ``eval.knn_k``).
+
+    ``whiten``: PCA-whiten each model's features first, its regulariser (or no whitening) chosen on held-out
+    training images by the first ``k`` (:func:`~openjepa.eval.knn.choose_whitening`); the table is the
+    section ``knn_whitened``.
+    """
     ks = tuple(k or setup.cfg.eval.knn_k)
     temperature = setup.cfg.eval.knn_temperature
+    if whiten:
+        return _whitened_knn_table(setup, ks, temperature)
     results = []
     for name, model in _with_pixels(setup):
         if model is None:
@@ -189,6 +197,36 @@ def knn_table(setup: EvalSetup, k: Sequence[int] | None = None) -> EvalTable:
     rows = [{"name": name, **{f"k{kk}": round(acc[kk], 2) for kk in ks}} for name, acc in results]
     settings = {"k": list(ks), "temperature": temperature, "features": "average-pooled last block"}
     return EvalTable("knn", "kNN (cosine, weighted)", rows, [f"k{kk}" for kk in ks], settings)
+
+
+def _whitened_knn_table(setup: EvalSetup, ks: tuple[int, ...], temperature: float) -> EvalTable:
+    data, rows = setup.data, []
+    for name, model in _with_pixels(setup):
+        if model is None:
+            train, test = (pixel_features(images, data) for images in (data.train_images, data.test_images))
+        else:
+            train, test = (
+                encoder_features(model, images, data, 1, progress=setup.progress, **_feature_kw(setup))[
+                    "last1"
+                ]
+                for images in (data.train_images, data.test_images)
+            )
+        eps, held_out = choose_whitening(train, data.train_labels, ks[0], temperature)
+        accuracy = knn_classify(train, data.train_labels, test, data.test_labels, ks, temperature, whiten=eps)
+        row: dict[str, Any] = {"name": name, **{f"k{kk}": round(accuracy[kk], 2) for kk in ks}}
+        row[f"val_k{ks[0]}"] = held_out["off" if eps is None else f"{eps:g}"]
+        rows.append(row | {"whiten": eps, "held_out": held_out})
+    settings = {
+        "k": list(ks),
+        "temperature": temperature,
+        "features": "average-pooled last block",
+        "whiten_eps": ["off", *WHITEN_EPS],
+        "chosen_by": f"k={ks[0]} on 10% of the training images held out, querying the other 90%",
+    }
+    columns = [*(f"k{kk}" for kk in ks), f"val_k{ks[0]}"]
+    return EvalTable(
+        "knn_whitened", "kNN (cosine, weighted) on PCA-whitened features", rows, columns, settings
+    )
 
 
 def linear_table(
@@ -277,7 +315,13 @@ def format_table(setup: EvalSetup, table: EvalTable) -> str:
     sizes = f"{len(data.train_labels)} train / {len(data.test_labels)} test"
     task = f" ({setup.meta['task']})" if "task" in setup.meta else ""
     head = f"{table.title} on {setup.meta['dataset']}{task}: {sizes}"
-    return head + "\n" + format_rows(table.rows, table.columns)
+    text = head + "\n" + format_rows(table.rows, table.columns)
+    if table.section == "knn_whitened":
+        chosen = "; ".join(
+            f"{r['name']}: {'off' if r['whiten'] is None else r['whiten']}" for r in table.rows
+        )
+        text += f"\nwhitening eps, chosen on held-out training images: {chosen}"
+    return text
 
 
 def section_name(setup: EvalSetup, table: EvalTable) -> str:
