@@ -62,8 +62,8 @@ def main() -> None:
             {
                 "images": args.images,
                 "size": args.size,
-                "seconds": [round(t, 2) for t in times],
-                "median_s": round(median, 2),
+                "seconds": [round(t, 4) for t in times],
+                "median_s": round(median, 4),
                 "images_per_s": round(args.images / median, 1),
                 "threads": torch.get_num_threads(),
             }
