@@ -9,7 +9,7 @@ from openjepa.eval.data import EvalData, encoder_input, load_eval_data
 from openjepa.eval.embed import embed_to_file, save_features
 from openjepa.eval.features import encoder_features, extract_features, pixel_features, pool_tokens
 from openjepa.eval.finetune import Classifier, FinetuneResult, finetune, layer_decay_groups
-from openjepa.eval.knn import knn_accuracy_pixels, knn_classify, knn_predict
+from openjepa.eval.knn import choose_whitening, knn_accuracy_pixels, knn_classify, knn_predict, whitening
 from openjepa.eval.linear import ProbeResult, linear_probe, split_train_val
 from openjepa.eval.lowshot import LOWSHOT_FRACTIONS, lowshot_indices
 
@@ -19,6 +19,7 @@ __all__ = [
     "EvalData",
     "FinetuneResult",
     "ProbeResult",
+    "choose_whitening",
     "embed_to_file",
     "encoder_features",
     "encoder_input",
@@ -35,4 +36,5 @@ __all__ = [
     "pool_tokens",
     "save_features",
     "split_train_val",
+    "whitening",
 ]
