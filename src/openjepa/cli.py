@@ -107,7 +107,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if protocol == "knn":
         table = run.knn_table(setup, args.k, args.whiten)
     elif protocol == "linear":
-        table = run.linear_table(setup, args.epochs, args.lrs, args.seed)
+        table = run.linear_table(setup, args.epochs, args.lrs, args.seed, args.whiten)
     elif protocol == "finetune":
         table = run.finetune_table(setup, _finetune_kw(args))
     else:
@@ -323,6 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
                 nargs="+",
                 default=list(DEFAULT_LRS),
                 help=f"linear-probe AdamW learning rates ({' '.join(f'{lr:g}' for lr in DEFAULT_LRS)})",
+            )
+        if proto == "linear":
+            e.add_argument(
+                "--whiten",
+                action="store_true",
+                help="also try every feature set PCA-whitened in the grid (chosen per model on the held-out "
+                "training images like the rest); writes the section linear_whitened",
             )
         if proto in ("finetune", "lowshot"):
             e.add_argument("--ft-epochs", type=positive_int, help="fine-tuning epochs (10)")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from openjepa.eval.linear import DEFAULT_LRS, linear_probe, split_train_val
+from openjepa.eval.linear import DEFAULT_LRS, LINEAR_WHITEN_EPS, linear_probe, split_train_val
 
 
 def _blobs(n, d, classes, seed, noise=0.3):
@@ -65,3 +65,29 @@ def test_mismatched_feature_sets_are_rejected():
     x, y = _blobs(100, 4, 2, 0)
     with pytest.raises(ValueError, match="feature sets differ"):
         linear_probe({"a": x}, y, {"b": x}, y, progress=False)
+
+
+def _hidden_direction(n, seed):
+    """Two classes told apart by one direction of tiny variance, rotated among seven of huge variance: a
+    linear head can separate them, but AdamW on the raw features does not find it in a few epochs."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    big = torch.randn(n, 7, generator=g) * 100.0
+    small = (y.float() * 2 - 1) * 0.05 + 0.01 * torch.randn(n, generator=g)
+    rotation = torch.linalg.qr(torch.randn(8, 8, generator=torch.Generator().manual_seed(7)))[0]
+    return torch.cat([big, small[:, None]], 1) @ rotation, y
+
+
+def test_whitened_inputs_join_the_grid_and_are_applied_to_the_test_features():
+    xtr, ytr = _hidden_direction(2000, 0)
+    xte, yte = _hidden_direction(500, 1)
+    kw = {"lrs": (1e-2, 1e-1), "epochs": 10, "batch_size": 256, "progress": False}
+    plain = linear_probe(xtr, ytr, xte, yte, **kw)
+    assert plain.test_top1 < 70 and plain.settings["whiten"] is None  # near chance (50 %)
+    res = linear_probe(xtr, ytr, xte, yte, whiten=LINEAR_WHITEN_EPS, **kw)
+    assert {r["features"] for r in res.grid} == {"features", "features, whitened"}
+    assert len(res.grid) == 2 * len(plain.grid)
+    raw = [r for r in res.grid if r["features"] == "features"]
+    assert raw == plain.grid  # the raw heads train exactly as without whitening
+    assert res.best["features"] == "features, whitened" and res.settings["whiten"] == LINEAR_WHITEN_EPS
+    assert res.test_top1 > 95  # only if the test features go through the training rows' whitening

@@ -258,6 +258,18 @@ def test_knn_linear_finetune_lowshot_fill_one_eval_json(run, capsys):
     assert linear["settings"]["val_samples"] == 40 and linear["settings"]["train_samples"] == 360
     assert linear["settings"]["lrs"] == [1e-3, 1e-2] and {r["lr"] for r in linear["rows"]} <= {1e-3, 1e-2}
     assert "knn" in sections(run)  # sections are merged, not overwritten
+    capsys.readouterr()
+    args = ["eval", "linear", str(run), "--baselines", "--epochs", "3", "--lrs", "1e-3", "1e-2", "--whiten"]
+    assert cli.main([*args, *COMMON]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Linear probe, PCA-whitened inputs in the grid on synthetic")
+    assert "input of the chosen head, chosen on held-out training images: raw pixels: pixels" in out
+    whitened = sections(run)["linear_whitened"]
+    assert sections(run)["linear"] == linear  # its own section
+    assert whitened["settings"]["whiten"] == 0.01 and linear["settings"]["whiten"] is None
+    assert [r["name"].split(" (")[0] for r in whitened["rows"]] == names
+    allowed = {"last1", "last2", "last1, whitened", "last2, whitened"}
+    assert {r["features"] for r in whitened["rows"][1:]} <= allowed
 
     assert cli.main(["eval", "finetune", str(run), "--ft-epochs", "1", "--ft-batch-size", "64", *COMMON]) == 0
     ft = sections(run)["finetune"]
@@ -281,7 +293,7 @@ def test_knn_linear_finetune_lowshot_fill_one_eval_json(run, capsys):
     ]
     assert cli.main(args) == 0
     low = sections(run)["lowshot"]
-    assert set(sections(run)) == {"knn", "knn_whitened", "linear", "finetune", "lowshot"}
+    assert set(sections(run)) == {"knn", "knn_whitened", "linear", "linear_whitened", "finetune", "lowshot"}
     pixels, random_init, ours = low["rows"]
     assert "finetune 10%" not in pixels and "linear 10%" in pixels
     assert "finetune 10%" in random_init and "finetune 10%" in ours

@@ -244,3 +244,26 @@ def encoder_features(
 def pixel_features(images: torch.Tensor, data: EvalData) -> torch.Tensor:
     """Normalised raw pixels, flattened: ``(N, C·H·W)``."""
     return eval_preprocess(data)(images).flatten(1)
+
+
+def whitening(features: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """PCA whitening fitted on ``features`` (N, D): ``(mean (D,), W (D, D))`` such that
+    ``(x - mean) @ W`` has the identity covariance on ``features``, except that each eigenvalue λ of the
+    covariance is regularised to ``λ + eps·mean(λ)``, so directions of almost no variance (constant border
+    pixels, a collapsed feature) are not blown up. Computed in float64.
+
+    Raises:
+        ValueError: ``eps`` is not a positive finite number, or fewer than two feature rows.
+    """
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"whitening eps must be a positive finite number, got {eps}")
+    if features.shape[0] < 2:
+        raise ValueError(f"whitening needs at least 2 training features, got {features.shape[0]}")
+    x = features.double()
+    mean = x.mean(dim=0)  # (D,)
+    x = x - mean
+    cov = x.T @ x / (x.shape[0] - 1)  # (D, D)
+    eigenvalues, vectors = torch.linalg.eigh(cov)  # ascending; columns are eigenvectors
+    eigenvalues = eigenvalues.clamp(min=0)
+    scale = (eigenvalues + eps * eigenvalues.mean()).rsqrt()  # (D,)
+    return mean.to(features.dtype), (vectors * scale).to(features.dtype)

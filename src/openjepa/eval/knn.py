@@ -12,7 +12,6 @@ the first columns of the (sorted) result.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from openjepa.eval.data import EvalData, eval_preprocess
-from openjepa.eval.features import encoder_features
+from openjepa.eval.features import encoder_features, whitening
 from openjepa.eval.linear import split_train_val
 
 ArrayLike = torch.Tensor | np.ndarray
@@ -189,29 +188,6 @@ def knn_predict(
                 votes.scatter_add_(1, neighbour_labels[:, :kk], weights[:, :kk])  # (B, C)
                 predictions[value].append(votes.argmax(dim=1).cpu())
     return {value: torch.cat(parts) for value, parts in predictions.items()}
-
-
-def whitening(features: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """PCA whitening fitted on ``features`` (N, D): ``(mean (D,), W (D, D))`` such that
-    ``(x - mean) @ W`` has the identity covariance on ``features``, except that each eigenvalue λ of the
-    covariance is regularised to ``λ + eps·mean(λ)``, so directions of almost no variance (constant border
-    pixels, a collapsed feature) are not blown up. Computed in float64.
-
-    Raises:
-        ValueError: ``eps`` is not a positive finite number, or fewer than two feature rows.
-    """
-    if not (eps > 0 and math.isfinite(eps)):
-        raise ValueError(f"whitening eps must be a positive finite number, got {eps}")
-    if features.shape[0] < 2:
-        raise ValueError(f"whitening needs at least 2 training features, got {features.shape[0]}")
-    x = features.double()
-    mean = x.mean(dim=0)  # (D,)
-    x = x - mean
-    cov = x.T @ x / (x.shape[0] - 1)  # (D, D)
-    eigenvalues, vectors = torch.linalg.eigh(cov)  # ascending; columns are eigenvectors
-    eigenvalues = eigenvalues.clamp(min=0)
-    scale = (eigenvalues + eps * eigenvalues.mean()).rsqrt()  # (D,)
-    return mean.to(features.dtype), (vectors * scale).to(features.dtype)
 
 
 def _project(x: torch.Tensor, project: torch.Tensor | None) -> torch.Tensor:

@@ -5,6 +5,9 @@ linear head per (learning rate, batch norm or not). All heads see the same mini-
 at once: their losses are summed, and since no two heads share a parameter, each receives exactly the
 gradient it would get alone. AdamW with a cosine schedule; the batch norm is a non-affine ``BatchNorm1d``
 in front of the head (standardising the features with batch statistics, running statistics at test time).
+With ``whiten``, each feature set also enters the grid PCA-whitened (fitted on the probe's training rows):
+a linear head on whitened features can express the same classifiers, but AdamW in a fixed number of epochs
+reaches different ones, and the held-out split decides which input serves a model better.
 
 The best head is chosen on a validation split held out from the *training* features; only that head is
 then scored on the test set. Test features and labels are not touched until then.
@@ -21,10 +24,12 @@ import torch
 from torch import nn
 
 from openjepa.eval.data import EvalData
-from openjepa.eval.features import encoder_features, pixel_features
+from openjepa.eval.features import encoder_features, pixel_features, whitening
 from openjepa.utils.progress import progress as show_progress
 
 DEFAULT_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+#: the whitening regulariser of ``linear_probe(whiten=...)``'s whitened inputs (see ``whitening``)
+LINEAR_WHITEN_EPS = 0.01
 
 
 @dataclass
@@ -81,6 +86,7 @@ def linear_probe(
     *,
     lrs: Sequence[float] = DEFAULT_LRS,
     batch_norm: Sequence[bool] = (False, True),
+    whiten: float | None = None,
     epochs: int = 50,
     batch_size: int = 1024,
     weight_decay: float = 1e-4,
@@ -100,6 +106,9 @@ def linear_probe(
         test_labels: ``(N_test,)`` labels; used only to score the chosen head.
         lrs: AdamW learning rates of the grid.
         batch_norm: which of {without, with} a non-affine batch norm before the head to try.
+        whiten: also try every feature set PCA-whitened with this regulariser (``LINEAR_WHITEN_EPS`` is
+            the CLI's), the whitening fitted on the training rows of the split; the copies are named
+            ``"<set>, whitened"``. None: raw feature sets only.
         epochs: passes over the training features.
         batch_size: features per step.
         weight_decay: AdamW weight decay of the head weights.
@@ -127,9 +136,24 @@ def linear_probe(
     num_classes = num_classes or int(train_labels.max()) + 1
     tr_idx, val_idx = split_train_val(n, val_fraction, seed)
 
-    # Scale each set to unit RMS using training rows only, so one lr grid fits every encoder.
-    scales = {name: _standardise_scale(x[tr_idx]) for name, x in train_features.items()}
-    feats = {name: (x.float() * scales[name]).to(device) for name, x in train_features.items()}
+    # Each input of the grid: (feature set, whitening mean and matrix or None), fitted on training rows.
+    inputs: dict[str, tuple[str, tuple[torch.Tensor, torch.Tensor] | None]] = {
+        name: (name, None) for name in train_features
+    }
+    if whiten is not None:
+        for name, x in train_features.items():
+            inputs[f"{name}, whitened"] = (name, whitening(x[tr_idx].float(), whiten))
+
+    def prepare(features: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+        source, fitted = inputs[name]
+        x = features[source].float()
+        return x if fitted is None else (x - fitted[0]) @ fitted[1]
+
+    # Scale each input to unit RMS using training rows only, so one lr grid fits every encoder.
+    prepared = {name: prepare(train_features, name) for name in inputs}
+    scales = {name: _standardise_scale(x[tr_idx]) for name, x in prepared.items()}
+    feats = {name: (x * scales[name]).to(device) for name, x in prepared.items()}
+    del prepared
     y = train_labels.to(device)
 
     grid = [(name, lr, bn) for name in feats for bn in batch_norm for lr in lrs]
@@ -181,11 +205,12 @@ def linear_probe(
         results.append({"features": name, "lr": lr, "batch_norm": bn, "val_top1": val})
     best_i = max(range(len(results)), key=lambda i: results[i]["val_top1"])  # first of ties: lowest lr
     best_name = results[best_i]["features"]
-    test_x = test_features[best_name].float() * scales[best_name]
+    test_x = prepare(test_features, best_name) * scales[best_name]
     test_top1 = accuracy(head_list[best_i], test_x, test_labels)
     settings = {
         "lrs": list(lrs),
         "batch_norm": list(batch_norm),
+        "whiten": whiten,
         "epochs": epochs,
         "batch_size": batch_size,
         "weight_decay": weight_decay,
@@ -205,11 +230,12 @@ def linear_rows(
     *,
     epochs: int = 50,
     lrs: Sequence[float] = DEFAULT_LRS,
+    whiten: float | None = None,
     seed: int = 0,
     feature_kw: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Linear-probe rows; a model ``None`` means raw pixels."""
+    """Linear-probe rows; a model ``None`` means raw pixels; ``whiten``: see :func:`linear_probe`."""
     feature_kw = dict(feature_kw or {}, progress=progress)
     train_images = data.train_images if train_index is None else data.train_images[train_index]
     train_labels = data.train_labels if train_index is None else data.train_labels[train_index]
@@ -227,6 +253,7 @@ def linear_rows(
             test_f,
             data.test_labels,
             lrs=lrs,
+            whiten=whiten,
             epochs=epochs,
             seed=seed,
             progress=progress,

@@ -27,7 +27,7 @@ from openjepa.eval.data import EvalData, load_eval_data
 from openjepa.eval.features import encoder_features, pixel_features
 from openjepa.eval.finetune import finetune_rows
 from openjepa.eval.knn import WHITEN_EPS, choose_whitening, knn_classify, knn_of_encoder, knn_of_pixels
-from openjepa.eval.linear import DEFAULT_LRS, linear_rows
+from openjepa.eval.linear import DEFAULT_LRS, LINEAR_WHITEN_EPS, linear_rows
 from openjepa.eval.lowshot import LOWSHOT_FRACTIONS, lowshot_indices
 from openjepa.eval.results import format_rows, write_eval_section
 from openjepa.methods.base import encoder_role, get_method
@@ -230,14 +230,23 @@ def _whitened_knn_table(setup: EvalSetup, ks: tuple[int, ...], temperature: floa
 
 
 def linear_table(
-    setup: EvalSetup, epochs: int = 50, lrs: Sequence[float] = DEFAULT_LRS, seed: int = 0
+    setup: EvalSetup,
+    epochs: int = 50,
+    lrs: Sequence[float] = DEFAULT_LRS,
+    seed: int = 0,
+    whiten: bool = False,
 ) -> EvalTable:
-    """The linear-probe grid on frozen features; the best head on held-out training images, scored once."""
+    """The linear-probe grid on frozen features; the best head on held-out training images, scored once.
+
+    ``whiten``: every feature set also enters the grid PCA-whitened (eps ``LINEAR_WHITEN_EPS``); the table
+    is the section ``linear_whitened``.
+    """
     rows = linear_rows(
         _with_pixels(setup),
         setup.data,
         epochs=epochs,
         lrs=lrs,
+        whiten=LINEAR_WHITEN_EPS if whiten else None,
         seed=seed,
         feature_kw=_feature_kw(setup),
         progress=setup.progress,
@@ -245,6 +254,9 @@ def linear_table(
     settings = rows[0]["settings"] if rows else {}
     for r in rows:
         r.pop("settings")
+    if whiten:
+        title = "Linear probe, PCA-whitened inputs in the grid"
+        return EvalTable("linear_whitened", title, rows, ["top1", "val_top1"], settings)
     return EvalTable("linear", "Linear probe", rows, ["top1", "val_top1"], settings)
 
 
@@ -321,6 +333,9 @@ def format_table(setup: EvalSetup, table: EvalTable) -> str:
             f"{r['name']}: {'off' if r['whiten'] is None else r['whiten']}" for r in table.rows
         )
         text += f"\nwhitening eps, chosen on held-out training images: {chosen}"
+    if table.section == "linear_whitened":
+        chosen = "; ".join(f"{r['name']}: {r['features']}" for r in table.rows)
+        text += f"\ninput of the chosen head, chosen on held-out training images: {chosen}"
     return text
 
 
