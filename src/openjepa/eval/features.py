@@ -8,7 +8,8 @@ The encoder is any ``nn.Module`` exposing the two probe methods of
   each passed through the final norm, oldest first.
 
 JEPA encoders have no class token, so an image is summarised by averaging its patch tokens
-over the token axis (dim 1).
+over the token axis (dim 1). :func:`whitening` fits the PCA whitening that kNN and the linear probe can
+apply to such features.
 """
 
 from __future__ import annotations
