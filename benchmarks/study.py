@@ -11,10 +11,11 @@ During pretraining the online monitor logs, ``monitor_points`` times, the kNN of
 (the last training images) against a labelled bank, the collapse metrics and the validation loss (the
 method's own loss on the queries with fixed masks and views). After pretraining the evaluated encoder gets
 the project's kNN (``openjepa eval knn``) and linear probe (``openjepa eval linear``, its learning rate and
-features chosen on held-out training images), with raw pixels and the random init beside them. The
-report gives, per cell, mean ± sample std over the seeds, and how well the validation loss tracks the
-online kNN (Spearman's ρ between the two over each run's monitor passes; −1: lower loss always meant
-higher kNN).
+features chosen on held-out training images), with raw pixels and the random init beside them; a plan
+with ``whitened=True`` also gets both with ``--whiten`` (a run evaluated before only gets the missing
+ones). The report gives, per cell, mean ± sample std over the seeds, and how well the validation loss
+tracks the online kNN (Spearman's ρ between the two over each run's monitor passes; −1: lower loss always
+meant higher kNN).
 
 Every step resumes: an unfinished cell continues from its latest checkpoint, and a finished one is only
 evaluated when its results are missing. Results: ``OUT/results.json`` (everything), ``OUT/results.md``
@@ -79,11 +80,20 @@ class Plan:
     data: str = "Fashion-MNIST"  # what the presets train on, for the report
     train_images: int = TRAIN_IMAGES  # size of their training split
     tasks: tuple[str, ...] = ()  # label sets to probe (shapes: count, distance); none: the dataset's only one
+    whitened: bool = False  # also kNN and the linear probe with `--whiten` (plans without tasks)
+
+    def __post_init__(self) -> None:
+        if self.whitened and self.tasks:
+            raise ValueError(f"plan {self.title!r}: whitened probes are for plans without tasks")
 
     def sections(self) -> list[str]:
         """The probes of every run, as sections of ``eval.json``: ``knn``, ``linear`` (``knn_count`` … with
         tasks)."""
         return [f"{kind}_{task}" for task in self.tasks for kind in ("knn", "linear")] or ["knn", "linear"]
+
+    def whitened_sections(self) -> list[str]:
+        """The sections of the whitened probes, when asked for: ``knn_whitened``, ``linear_whitened``."""
+        return ["knn_whitened", "linear_whitened"] if self.whitened else []
 
 
 IJEPA, CJEPA, LEJEPA = (
@@ -219,6 +229,7 @@ PLANS: dict[str, Plan] = {
         },
         steps=814,
         monitor_points=6,
+        whitened=True,
         notes=(
             "equal steps: 814, what screen 2's width-128 cell trained in its 3 minutes; the MLP stem adds "
             "one width × width layer per token, a few percent of a step",
@@ -368,9 +379,11 @@ class Runner:
             str(out),
             *(["--baselines"] if baselines else []),
         ]
-        for section in self.plan.sections():
-            kind, _, task = section.partition("_")
+        probes = [(section, *section.partition("_")[::2], []) for section in self.plan.sections()]
+        probes += [(sec, sec.split("_")[0], "", ["--whiten"]) for sec in self.plan.whitened_sections()]
+        for section, kind, task, whiten in probes:
             extra = (["--lrs", *PROBE_LRS] if kind == "linear" else []) + (["--task", task] if task else [])
+            extra += whiten
             if section not in have:
                 cmd = [sys.executable, "-m", "openjepa.cli", "eval", kind, str(source), *base, *extra]
                 run(cmd, out.parent / "log.txt", self.env)
@@ -456,6 +469,9 @@ def collect(plan: Plan, out: Path, calibration: dict[str, float]) -> dict[str, A
             probes = {sec: ev[sec]["rows"][-1] for sec in plan.sections() if ev.get(sec, {}).get("rows")}
             if len(probes) < len(plan.sections()):
                 continue
+            for sec in plan.whitened_sections():  # optional: runs evaluated before a plan asked for them
+                if ev.get(sec, {}).get("rows"):
+                    probes[sec] = ev[sec]["rows"][-1]
             knn, linear = plan.sections()[:2]  # with tasks: the first task's
             rows = read_metrics(run_dir)
             train = [r for r in rows if "images_per_s" in r]
@@ -486,7 +502,7 @@ def collect(plan: Plan, out: Path, calibration: dict[str, float]) -> dict[str, A
     base_path = out / "baselines" / "study_eval.json"
     if base_path.is_file():
         ev = json.loads(base_path.read_text())
-        for section in plan.sections():
+        for section in [*plan.sections(), *plan.whitened_sections()]:
             # The last row is the baseline run's own encoder.
             for row in ev.get(section, {}).get("rows", [])[:-1]:
                 baselines.setdefault(row["name"], {})[section] = row
@@ -523,18 +539,22 @@ def table(results: dict[str, Any], plan: Plan) -> str:
     if plan.tasks:
         return task_table(results, plan)
     cells, baselines = results["cells"], results["baselines"]
+    # (section, score key) of the whitened columns, after the plain linear probe's
+    white = [(sec, "k10" if sec.startswith("knn") else "top1") for sec in plan.whitened_sections()]
+    white_heads = "".join(f" | {'kNN k=10' if key == 'k10' else 'linear'}, whitened" for _, key in white)
     lines = [
         budget_text(plan),
         "",
-        "| model | seeds | steps (s/step) | kNN k=10 | kNN k=20 | linear | online kNN, end "
+        f"| model | seeds | steps (s/step) | kNN k=10 | kNN k=20 | linear{white_heads} | online kNN, end "
         "| ρ(val loss, kNN) | RankMe | SIGReg stat |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(white),
     ]
     for name, row in baselines.items():
         knn, lin = row.get("knn", {}), row.get("linear", {})
+        extra = "".join(f" | {row[sec][key]:.2f}" if sec in row else " | –" for sec, key in white)
         lines.append(
             f"| {name} | – | – | {knn.get('k10', math.nan):.2f} | {knn.get('k20', math.nan):.2f} "
-            f"| {lin.get('top1', math.nan):.2f} | – | – | – | – |"
+            f"| {lin.get('top1', math.nan):.2f}{extra} | – | – | – | – |"
         )
     for name in plan.cells:
         group = [c for c in cells.values() if c["cell"] == name]
@@ -542,11 +562,16 @@ def table(results: dict[str, Any], plan: Plan) -> str:
             continue
         ends = [c["monitor"][-1] for c in group if c["monitor"]]
         step_s = [c["calibrated_step_s"] or c["step_s"] for c in group]
+        extra = "".join(
+            f" | {mean_std([c['probes'][sec][key] for c in group if sec in c['probes']])}"
+            for sec, key in white
+        )
         lines.append(
             f"| {group[0]['label']} | {', '.join(str(c['seed']) for c in group)} "
             f"| {round(statistics.mean(c['steps'] for c in group))} ({statistics.mean(step_s):.3f}) "
             f"| {mean_std([c['knn']['k10'] for c in group])} | {mean_std([c['knn']['k20'] for c in group])} "
-            f"| {mean_std([c['linear']['top1'] for c in group])} | {mean_std([e['knn_top1'] for e in ends])} "
+            f"| {mean_std([c['linear']['top1'] for c in group])}{extra} "
+            f"| {mean_std([e['knn_top1'] for e in ends])} "
             f"| {mean_std([c['val_loss_knn_spearman'] for c in group])} "
             f"| {statistics.mean(e['rankme'] for e in ends):.1f} "
             f"| {statistics.mean(e['sigreg'] for e in ends):.3f} |"

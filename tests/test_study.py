@@ -223,3 +223,46 @@ def test_cells_that_have_run_still_resolve_to_the_networks_they_ran_with(study):
     assert (cfg.model.depth, cfg.method.beta_vicreg) == (6, 0.001)
     cfg = resolved("screen2", "d4")
     assert (cfg.model.depth, cfg.method.beta_vicreg, cfg.model.init) == (4, 0.01, "reference")
+
+
+def test_a_whitened_plan_evaluates_with_whiten_and_reports_its_columns(study, tmp_path, monkeypatch):
+    plan = study.PLANS["screen3"]
+    assert plan.whitened and plan.whitened_sections() == ["knn_whitened", "linear_whitened"]
+    with pytest.raises(ValueError, match="without tasks"):
+        study.Plan("t", {}, steps=1, tasks=("count",), whitened=True)
+
+    commands = []
+
+    def fake_run(cmd, log, env):  # what `openjepa eval` would write: one row per section
+        commands.append(cmd)
+        out = Path(cmd[cmd.index("--out") + 1])
+        have = json.loads(out.read_text()) if out.is_file() else {}
+        section = cmd[4] + ("_whitened" if "--whiten" in cmd else "")
+        have[section] = {"rows": [{"name": "enc", "k10": 80.0, "k20": 79.0, "top1": 84.0}]}
+        out.write_text(json.dumps(have))
+
+    monkeypatch.setattr(study, "run", fake_run)
+    runner = study.Runner.__new__(study.Runner)
+    runner.plan, runner.env = plan, {}
+    (tmp_path / "base_s0").mkdir()
+    runner.evaluate(tmp_path / "base_s0", tmp_path / "base_s0" / "study_eval.json", baselines=False)
+    assert [(c[4], "--whiten" in c, "--lrs" in c) for c in commands] == [
+        ("knn", False, False), ("linear", False, True), ("knn", True, False), ("linear", True, True)
+    ]  # fmt: skip
+    runner.evaluate(tmp_path / "base_s0", tmp_path / "base_s0" / "study_eval.json", baselines=False)
+    assert len(commands) == 4  # evaluated sections are not evaluated again
+
+    end = {"step": 120, "monitor": True, "knn_top1": 70.0, "val_loss": 0.2, "rankme": 20.0, "sigreg": 1.0}
+    rows = [*(_train(step, 128.0) for step in range(10, 130, 10)), end]
+    (tmp_path / "base_s0" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    old = tmp_path / "mlp_stem_s0"  # evaluated before the plan asked for whitened probes
+    old.mkdir()
+    (old / "metrics.jsonl").write_text((tmp_path / "base_s0" / "metrics.jsonl").read_text())
+    plain = {"knn": {"rows": [{"k10": 75.0, "k20": 74.0}]}, "linear": {"rows": [{"top1": 80.0}]}}
+    (old / "study_eval.json").write_text(json.dumps(plain))
+    lines = study.table(study.collect(plan, tmp_path, {}), plan).splitlines()
+    assert "| linear | kNN k=10, whitened | linear, whitened | online kNN, end |" in lines[2]
+    base = next(x for x in lines if x.startswith("| linear patch embedding"))
+    assert base.split(" | ")[3:9] == ["80.00", "79.00", "84.00", "80.00", "84.00", "70.00"]
+    stem = next(x for x in lines if x.startswith("| per-patch MLP stem"))
+    assert stem.split(" | ")[3:9] == ["75.00", "74.00", "80.00", "–", "–", "70.00"]
