@@ -44,28 +44,20 @@ def test_each_row_is_chosen_on_held_out_images_and_scored_on_test(bench, run, tm
     # the pixel row's test score, recomputed: the bank is every training image, the queries the test split
     setup = setup_evaluation(run, baselines=True, train_samples=80, test_samples=40, progress=False)
     data = setup.data
+    train, test = pixel_features(data.train_images, data), pixel_features(data.test_images, data)
     centred = next(s for s in result["rows"][0]["scores"] if s["centre"])
-    expected = knn_classify(
-        pixel_features(data.train_images, data),
-        data.train_labels,
-        pixel_features(data.test_images, data),
-        data.test_labels,
-        k=10,
-        temperature=setup.cfg.eval.knn_temperature,
-        centre=True,
-    )[10]
-    assert centred["test"] == pytest.approx(expected, abs=0.005)
     whitened = next(s for s in result["rows"][0]["scores"] if s["whiten"] == 0.1)
-    expected = knn_classify(
-        pixel_features(data.train_images, data),
-        data.train_labels,
-        pixel_features(data.test_images, data),
-        data.test_labels,
-        k=10,
-        temperature=setup.cfg.eval.knn_temperature,
-        whiten=0.1,
-    )[10]
-    assert whitened["test"] == pytest.approx(expected, abs=0.005)
+    for score, option in ((centred, {"centre": True}), (whitened, {"whiten": 0.1})):
+        expected = knn_classify(
+            train,
+            data.train_labels,
+            test,
+            data.test_labels,
+            k=10,
+            temperature=setup.cfg.eval.knn_temperature,
+            **option,
+        )[10]
+        assert score["test"] == pytest.approx(expected, abs=0.005), option
 
 
 def test_the_held_out_fraction_must_be_a_fraction(bench, run):
