@@ -111,6 +111,9 @@ SHAPES_IJEPA, SHAPES_CJEPA, SHAPES_LEJEPA = (
 W192 = ("model.embed_dim=192", "model.num_heads=3")
 CJEPA_V1 = ("method.beta_vicreg=0.001", "model.depth=6", *W192)
 D4 = ("method.beta_vicreg=0.01", "model.depth=4", *W192)  # screen 1's best C-JEPA cell
+# The I-JEPA preset as it was when "methods" and "screen1" ran (6 blocks of width 192; the plans set the
+# init).
+IJEPA_V1 = ("model.depth=6", *W192)
 
 PLANS: dict[str, Plan] = {
     "shapes": Plan(
@@ -130,10 +133,10 @@ PLANS: dict[str, Plan] = {
     "methods": Plan(
         "I-JEPA, C-JEPA, LeJEPA and the SIGReg variants at equal wall time",
         {
-            "ijepa": Cell("I-JEPA", IJEPA),
+            "ijepa": Cell("I-JEPA", IJEPA, IJEPA_V1),
             "cjepa": Cell("C-JEPA (reading C, VICReg)", CJEPA, CJEPA_V1),
             "lejepa": Cell("LeJEPA (λ = 0.05)", LEJEPA),
-            "ijepa_sigreg": Cell("I-JEPA + SIGReg (weight 0.05)", IJEPA, ("method.sigreg=0.05",)),
+            "ijepa_sigreg": Cell("I-JEPA + SIGReg (weight 0.05)", IJEPA, ("method.sigreg=0.05", *IJEPA_V1)),
             "cjepa_sigreg": Cell(
                 "C-JEPA, SIGReg for var/cov (β 0.01)",
                 CJEPA,
@@ -172,7 +175,9 @@ PLANS: dict[str, Plan] = {
                 LEJEPA,
                 ("method.local_views=2", "method.photometric=true"),
             ),
-            "ijepa_sigreg005": Cell("I-JEPA + SIGReg (weight 0.005)", IJEPA, ("method.sigreg=0.005",)),
+            "ijepa_sigreg005": Cell(
+                "I-JEPA + SIGReg (weight 0.005)", IJEPA, ("method.sigreg=0.005", *IJEPA_V1)
+            ),
             "lejepa_l2_lr": Cell(
                 "LeJEPA, 2 local views, lr 5e-4, wd 0.05",
                 LEJEPA,
