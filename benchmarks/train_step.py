@@ -37,7 +37,6 @@ from openjepa.models.vit import VIT_SIZES
 from openjepa.train.trainer import Trainer
 
 DTYPES = {"float32": "fp32", "bfloat16": "bf16"}
-VIT_SIZES_BY_DIM = {s.embed_dim: s for s in VIT_SIZES.values()}
 
 
 def transformer_flops(tokens: int, seq_len: int, dim: int, depth: int, mlp_ratio: float) -> float:
@@ -52,14 +51,14 @@ def jepa_step_flops(
 ) -> float:
     """Estimated FLOPs of one I-JEPA step: target forward ×1, context encoder and predictor ×3 (fwd + bwd)."""
     enc, pred = method.encoder, method.predictor
-    size = VIT_SIZES_BY_DIM[enc.embed_dim]
+    mlp_ratio = enc.blocks[0].mlp.fc1.out_features / enc.embed_dim  # any width, not only the named sizes
     b, n = batch["images"].shape[0], enc.num_patches
     kc = batch["context"].shape[1]
     m, kt = batch["targets"].shape[1:]
     d, big_d = pred.predictor_dim, enc.embed_dim
     embed = 2 * in_chans * patch * patch * big_d
-    target = transformer_flops(b * n, n, big_d, enc.depth, size.mlp_ratio) + b * n * embed
-    context = transformer_flops(b * kc, kc, big_d, enc.depth, size.mlp_ratio) + b * kc * embed
+    target = transformer_flops(b * n, n, big_d, enc.depth, mlp_ratio) + b * n * embed
+    context = transformer_flops(b * kc, kc, big_d, enc.depth, mlp_ratio) + b * kc * embed
     if pred.mode == "separate":
         pred_tokens, pred_len = b * m * (kc + kt), kc + kt
     else:

@@ -32,3 +32,13 @@ def test_the_profile_names_the_step_s_operators(bench, tmp_path, capsys):
         "aten::addmm" not in ops or next(e for e in top if e["op"] == "aten::addmm")["calls_per_step"] >= 96
     )
     assert "host_syncs_per_step" not in result  # measured on CUDA only
+
+
+def test_any_encoder_width_is_timed_and_counted(bench):
+    """The one-hour recipe's width 128 is no named ViT size; its FLOPs come from the built encoder."""
+    common = [*TINY, "--steps", "1", "--warmup", "1", "--json", "--set", "model.depth=2"]
+    narrow = bench.main([*common, "--set", "model.embed_dim=96", "--set", "model.num_heads=2"])
+    wide = bench.main(common)  # vit_tiny: width 192
+    assert narrow["images_per_s"] > 0
+    # same seed, so the same masks: the encoders' FLOPs grow between linearly and quadratically in width
+    assert 1.3 < wide["gflop_per_step"] / narrow["gflop_per_step"] < 4.0
