@@ -240,6 +240,17 @@ PLANS: dict[str, Plan] = {
             "one width × width layer per token, a few percent of a step",
         ),
     ),
+    "early": Plan(
+        "I-JEPA's slow start: the one-hour recipes at make demo's 1,170 steps, and a faster EMA",
+        {
+            "ijepa": Cell("I-JEPA (the preset, EMA 0.996 → 1)", IJEPA),
+            "ijepa_ema99": Cell("I-JEPA, EMA 0.99 → 1", IJEPA, ("method.ema=[0.99,1.0]",)),
+            "cjepa": Cell("C-JEPA C, β 0.01 (what make demo trains)", CJEPA),
+        },
+        steps=1170,
+        monitor_points=5,
+        notes=("equal steps: 1,170, the length of make demo's schedule (2.5 epochs)",),
+    ),
 }
 
 

@@ -205,7 +205,7 @@ def test_across_ranks_end_of_run_metrics_against_the_final_knn(study, tmp_path, 
 
 
 def test_cells_that_have_run_still_resolve_to_the_networks_they_ran_with(study):
-    # the C-JEPA preset changed after these plans ran; their cells pin what it was then
+    # the C-JEPA and I-JEPA presets changed after these plans ran; their cells pin what they were then
     from openjepa.config import load_config
 
     def resolved(plan: str, cell: str):
@@ -221,6 +221,14 @@ def test_cells_that_have_run_still_resolve_to_the_networks_they_ran_with(study):
             assert (cfg.model.embed_dim, cfg.model.num_heads) == expected, name
     cfg = resolved("screen1", "cjepa")
     assert (cfg.model.depth, cfg.method.beta_vicreg) == (6, 0.001)
+    # so did the I-JEPA preset (it became the one-hour recipe's 4 blocks of width 128)
+    ijepa_cells = [(p, n) for p in ("methods", "screen1") for n, c in study.PLANS[p].cells.items()]
+    ijepa_cells = [(p, n) for p, n in ijepa_cells if study.PLANS[p].cells[n].preset == study.IJEPA]
+    assert len(ijepa_cells) == 3
+    for plan, name in ijepa_cells:
+        cfg = resolved(plan, name)
+        got = (cfg.model.depth, cfg.model.embed_dim, cfg.model.num_heads, cfg.model.init)
+        assert got == (6, 192, 3, "reference"), name
     cfg = resolved("screen2", "d4")
     assert (cfg.model.depth, cfg.method.beta_vicreg, cfg.model.init) == (4, 0.01, "reference")
 
