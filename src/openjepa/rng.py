@@ -30,6 +30,7 @@ class Stream(IntEnum):
     ITEM_CROPS = 0x5EED_0004  # crops drawn per image in the loader (image folders), keyed by global row
     SLICES = 0x5EED_0005  # the random directions of SIGReg, alike on every process
     VALIDATION = 0x5EED_0006  # the fixed masks and views of the validation loss (online monitor)
+    VIEW_CROPS = 0x5EED_0007  # C-JEPA reading C: the views' own crops and flips (method.view_crop_scale)
 
 
 def _mix64(x: int) -> int:

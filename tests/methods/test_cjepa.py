@@ -11,13 +11,14 @@ from torch import nn
 
 from openjepa.config import ConfigError, load_config
 from openjepa.data.augment import PretrainAugment
+from openjepa.data.transforms import crop_and_resize, normalize, to_float
 from openjepa.losses.vicreg import VICRegWeights, covariance_loss, invariance_loss, variance_loss
 from openjepa.masks.multiblock import MultiBlockMaskSampler
 from openjepa.methods import StepContext, build_method
 from openjepa.methods.cjepa import CJEPA, CJEPAConfig, build_projector, default_projector
 from openjepa.models.predictor import Predictor
 from openjepa.models.vit import VisionTransformer
-from openjepa.rng import step_generator
+from openjepa.rng import Stream, step_generator
 from tests.helpers import TINY
 
 
@@ -233,3 +234,57 @@ def test_reading_c_batch_adds_views_of_the_crops():
     assert all(torch.equal(again[k], single[k]) for k in single)
     keys = {"images", "context", "targets", "context_len"}
     assert set(tiny_cjepa("A").prepare_batch(images, _context(4, 0, 1))) == keys
+
+
+def _uint8_images(n, side=20, seed=0):
+    return torch.randint(
+        0, 256, (n, 1, side, side), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def test_reading_c_views_with_crops_of_their_own():
+    """``view_crop_scale`` gives each view its own crop of the image as loaded; the JEPA inputs stay those
+    of shared views. With the whole image as the crop (scale 1) a view is the photometric augmenter applied
+    to the resized image, and a view flip is either that image or its mirror, about half of each."""
+    images = _uint8_images(64)
+    shared = tiny_cjepa("C").prepare_batch(images, _context(4, 0, 1, 64))
+    model = tiny_cjepa("C", view_crop_scale=(1.0, 1.0))
+    own = model.prepare_batch(images, _context(4, 0, 1, 64))
+    for key in ("images", "context", "targets"):
+        assert torch.equal(own[key], shared[key]), key
+    # the reference: the whole 20 x 20 image resized to 16, then VICReg's two augmenters in their order
+    whole = crop_and_resize(to_float(images), torch.tensor([[0.0, 0.0, 20.0, 20.0]] * 64), 16)
+    g = step_generator(0 ^ Stream.VIEWS, 4, 0)
+    m, s = (0.5,), (0.25,)
+    assert torch.allclose(own["view1"], normalize(model.views.first(whole, g), m, s), atol=1e-6)
+    assert torch.allclose(own["view2"], normalize(model.views.second(whole, g), m, s), atol=1e-6)
+
+    flipping = tiny_cjepa("C", view_crop_scale=(1.0, 1.0), view_flip=True)
+    c1, c2 = flipping._view_crops(images, _context(4, 0, 1, 64))
+    for view in (c1, c2):
+        same = (view - whole).abs().flatten(1).amax(1) < 1e-6  # (B,)
+        mirrored = (view - whole.flip(-1)).abs().flatten(1).amax(1) < 1e-6
+        assert bool((same | mirrored).all())
+        assert 16 <= int(mirrored.sum()) <= 48  # Binomial(64, 0.5): outside this, p < 1e-4
+    assert not torch.equal(c1, c2)  # the two views flip independently
+
+    cropping = tiny_cjepa("C", view_crop_scale=(0.3, 0.5))
+    c1, c2 = cropping._view_crops(images, _context(4, 0, 1, 64))
+    again = cropping._view_crops(images, _context(4, 0, 1, 64))
+    assert torch.equal(c1, again[0]) and torch.equal(c2, again[1])  # a function of (seed, step, rank)
+    assert not torch.equal(c1, c2) and c1.shape == (64, 1, 16, 16)
+    assert not torch.equal(c1, cropping._view_crops(images, _context(5, 0, 1, 64))[0])
+
+
+def test_view_crops_belong_to_reading_c():
+    with pytest.raises(ConfigError, match="method.view_crop_scale"):
+        load_config(None, [*TINY, "method=cjepa", "method.reading=B", "method.view_crop_scale=[0.3,1.0]"])
+    with pytest.raises(ConfigError, match="method.view_flip=true"):
+        load_config(None, [*TINY, "method=cjepa", "method.view_flip=true"])
+    with pytest.raises(ConfigError, match="method.view_crop_scale"):
+        load_config(None, [*TINY, "method=cjepa", "method.view_crop_scale=[0.5,0.3]"])
+    cfg = load_config(
+        None, [*TINY, "method=cjepa", "method.view_crop_scale=[0.3,1.0]", "method.view_flip=true"]
+    )
+    model = build_method(cfg, in_chans=3)
+    assert isinstance(model, CJEPA) and model.view_crop_scale == (0.3, 1.0) and model.view_flip

@@ -13,7 +13,9 @@ The paper does not say which tensors carry the VICReg terms, so each reading is 
 * ``"C"`` augmented views: two photometrically augmented views of each image are encoded by the context
   encoder under the step's context mask, mean-pooled and projected; VICReg acts between the two views. The
   JEPA term is computed on the un-augmented image as in I-JEPA, so this reading costs two extra context
-  forward passes.
+  forward passes. By default both views are photometric variants of the step's crop; ``view_crop_scale``
+  gives each view its own random resized crop of the image instead (and ``view_flip`` its own flip), the
+  geometric part of VICReg's augmentation.
 
 Ablation switches: ``var_cov`` (variance and covariance terms) and ``inv`` (invariance term); EMA on/off is
 the momentum schedule (``method.ema: [0, 0]`` makes the target a stop-gradient copy of the current
@@ -31,7 +33,7 @@ from torch import nn
 
 from openjepa.config import Config, ConfigError, MethodConfig, bounded
 from openjepa.data.photometric import ViewPairAugment
-from openjepa.data.transforms import normalize
+from openjepa.data.transforms import crop_and_resize, normalize, sample_crop_boxes, to_float
 from openjepa.losses.jepa import jepa_loss
 from openjepa.losses.vicreg import VICRegWeights, invariance_loss, vicreg_terms
 from openjepa.masks.multiblock import MultiBlockMaskSampler
@@ -40,6 +42,7 @@ from openjepa.methods.jepa import JEPA, JEPAConfig, build_networks
 from openjepa.models.predictor import Predictor
 from openjepa.models.vit import VisionTransformer
 from openjepa.rng import Stream, step_generator
+from openjepa.utils.device_copy import to_device
 
 READINGS = ("A", "B", "C")
 _PAPER = VICRegWeights()  # the published coefficients, defined once in openjepa.losses.vicreg
@@ -66,6 +69,11 @@ class CJEPAConfig(JEPAConfig):
             branch's over the batch, averaged; weighted by ``beta_sigreg`` instead of the VICReg weights).
         beta_sigreg: weight of SIGReg in the loss (``regulariser: sigreg``; not tuned).
         sigreg_slices: random directions per step of SIGReg.
+        view_crop_scale: reading C: each view's own random-resized-crop area range, drawn independently
+            for the two views from the image as loaded (null: both views are photometric variants of the
+            step's crop, ``data.crop_scale``). Independent crops make the invariance term geometric too.
+        view_flip: reading C with ``view_crop_scale``: each view is also flipped horizontally with
+            probability 0.5, independently.
     """
 
     name: str = "cjepa"
@@ -82,6 +90,8 @@ class CJEPAConfig(JEPAConfig):
     regulariser: Literal["vicreg", "sigreg"] = "vicreg"
     beta_sigreg: float = bounded(0.01, ge=0)
     sigreg_slices: int = bounded(256, ge=1)
+    view_crop_scale: tuple[float, float] | None = bounded(None, gt=0, le=1, ascending=True)
+    view_flip: bool = False
 
     def check(self, cfg: Config) -> None:
         """The switches must leave a C-JEPA, and reading A needs two target blocks.
@@ -102,6 +112,16 @@ class CJEPAConfig(JEPAConfig):
             raise ConfigError(
                 "method.reading=A puts VICReg between the target blocks of an image, so it needs "
                 f"method.masks.num_targets >= 2, got {self.masks.num_targets}"
+            )
+        if self.reading != "C" and (self.view_crop_scale is not None or self.view_flip):
+            raise ConfigError(
+                f"method.view_crop_scale and method.view_flip crop the two views of reading C; with "
+                f"method.reading={self.reading} there are no views: remove them or set method.reading=C"
+            )
+        if self.view_flip and self.view_crop_scale is None:
+            raise ConfigError(
+                "method.view_flip=true flips the views' own crops: set method.view_crop_scale too "
+                "(e.g. [0.3, 1.0]), or data.flip=true to flip the step's shared crop"
             )
 
     def check_training(self, cfg: Config) -> None:
@@ -198,6 +218,8 @@ class CJEPA(JEPA):
         regulariser: str = "vicreg",
         beta_sigreg: float = 0.01,
         sigreg_slices: int = 256,
+        view_crop_scale: tuple[float, float] | None = None,
+        view_flip: bool = False,
     ):
         super().__init__(encoder, predictor, sampler, loss, ema)
         if reading not in READINGS:
@@ -216,6 +238,12 @@ class CJEPA(JEPA):
         dims = default_projector(reading, encoder.embed_dim) if projector is None else tuple(projector)
         self.projector = build_projector(encoder.embed_dim, dims)
         self.views = ViewPairAugment() if reading == "C" else None
+        if view_crop_scale is not None and reading != "C":
+            raise ValueError("view_crop_scale crops the two views of reading C")
+        self.view_crop_scale: tuple[float, float] | None = (
+            None if view_crop_scale is None else (float(view_crop_scale[0]), float(view_crop_scale[1]))
+        )
+        self.view_flip = view_flip
         if regulariser not in ("vicreg", "sigreg"):
             raise ValueError(f"unknown C-JEPA regulariser {regulariser!r}; choose vicreg or sigreg")
         self.regulariser, self.beta_sigreg = regulariser, beta_sigreg
@@ -244,6 +272,8 @@ class CJEPA(JEPA):
             c.regulariser,
             c.beta_sigreg,
             c.sigreg_slices,
+            c.view_crop_scale,
+            c.view_flip,
         )
 
     @classmethod
@@ -263,7 +293,8 @@ class CJEPA(JEPA):
         return f"cjepa (reading={cfg.reading}, var_cov={cfg.var_cov}, inv={cfg.inv}{extra})"
 
     def prepare_batch(self, images: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
-        """The JEPA inputs; reading C adds two photometric views of the crops (``view1``, ``view2``).
+        """The JEPA inputs; reading C adds two photometric views (``view1``, ``view2``) of the step's crops,
+        or, with ``view_crop_scale``, of two crops of their own.
 
         The view parameters are drawn per process from ``(seed, step, rank)``: unlike crops and masks, they
         depend on how the global batch is split over processes.
@@ -272,7 +303,12 @@ class CJEPA(JEPA):
             return super().prepare_batch(images, ctx)
         self.draw_directions(ctx)
         crops = ctx.augment.crops(images, ctx.step, ctx.rows, ctx.global_batch)
-        v1, v2 = self.views(crops, step_generator(ctx.seed ^ Stream.VIEWS, ctx.step, ctx.rank))
+        g = step_generator(ctx.seed ^ Stream.VIEWS, ctx.step, ctx.rank)
+        if self.view_crop_scale is None:
+            v1, v2 = self.views(crops, g)
+        else:
+            c1, c2 = self._view_crops(images, ctx)
+            v1, v2 = self.views.first(c1, g), self.views.second(c2, g)  # the pair's order of draws
         m, s = ctx.augment.mean, ctx.augment.std
         return {
             "images": normalize(crops, m, s),
@@ -280,6 +316,23 @@ class CJEPA(JEPA):
             "view1": normalize(v1, m, s),
             "view2": normalize(v2, m, s),
         }
+
+    def _view_crops(self, images: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two independent random resized crops (and flips, with ``view_flip``) of each image, float in
+        [0, 1] at the run's image size, drawn from ``(seed, step, rank)``: (B, C, S, S) each."""
+        assert self.view_crop_scale is not None
+        x = to_float(images)  # (B, C, H, W)
+        b, (h, w) = x.shape[0], x.shape[-2:]
+        g = step_generator(ctx.seed ^ Stream.VIEW_CROPS, ctx.step, ctx.rank)
+        views = []
+        for _ in range(2):
+            boxes = sample_crop_boxes(b, h, w, self.view_crop_scale, generator=g)  # (B, 4)
+            v = crop_and_resize(x, to_device(boxes, x.device), ctx.augment.size)  # (B, C, S, S)
+            if self.view_flip:
+                flips = to_device(torch.rand(b, generator=g) < 0.5, x.device)  # (B,)
+                v = torch.where(flips[:, None, None, None], v.flip(-1), v)
+            views.append(v)
+        return views[0], views[1]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
         """JEPA loss plus the reading's VICReg term; reading C needs ``view1`` and ``view2`` in the batch."""
