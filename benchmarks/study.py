@@ -35,6 +35,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -497,9 +498,21 @@ def spearman(xs: list[float], ys: list[float]) -> float:
 MONITOR_KEYS = ("step", "knn_top1", "val_loss", "feature_std", "rankme", "mean_cosine", "sigreg")
 
 
+def seeds_run(plan: Plan, out: Path) -> list[int]:
+    """The plan's seeds and every other seed a cell of it ran with in ``out`` (a cell promoted with
+    ``--cells NAME --seeds 1 2``)."""
+    found = set(plan.seeds)
+    for name in plan.cells:
+        for path in out.glob(f"{name}_s*"):
+            match = re.fullmatch(re.escape(name) + r"_s(\d+)", path.name)
+            if match:
+                found.add(int(match.group(1)))
+    return sorted(found)
+
+
 def collect(plan: Plan, out: Path, calibration: dict[str, float]) -> dict[str, Any]:
     cells = {}
-    for seed in plan.seeds:
+    for seed in seeds_run(plan, out):
         for name, cell in plan.cells.items():
             run_dir = out / f"{name}_s{seed}"
             ev = (

@@ -274,3 +274,28 @@ def test_a_whitened_plan_evaluates_with_whiten_and_reports_its_columns(study, tm
     assert base.split(" | ")[3:9] == ["80.00", "79.00", "84.00", "80.00", "84.00", "70.00"]
     stem = next(x for x in lines if x.startswith("| per-patch MLP stem"))
     assert stem.split(" | ")[3:9] == ["75.00", "74.00", "80.00", "–", "–", "70.00"]
+
+
+def test_the_report_includes_seeds_a_cell_was_promoted_with(study, tmp_path):
+    """A cell run again with ``--seeds 1 2`` joins the report, and a cell whose name extends another's
+    (``base_flip`` after ``base``) is not taken for one of its seeds."""
+    plan = study.Plan(
+        "t", {"base": study.Cell("B", study.CJEPA), "base_flip": study.Cell("F", study.CJEPA)}, steps=20
+    )
+    for run, k10 in (("base_s0", 70.0), ("base_s1", 72.0), ("base_s2", 74.0), ("base_flip_s0", 60.0)):
+        d = tmp_path / run
+        d.mkdir()
+        end = {"step": 20, "monitor": True, "knn_top1": k10, "val_loss": 1.0, "rankme": 20.0, "sigreg": 1.0}
+        rows = [_train(10, 128.0), _train(20, 128.0), end]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        ev = {
+            "knn": {"rows": [{"name": "enc", "k10": k10, "k20": k10}]},
+            "linear": {"rows": [{"name": "e", "top1": k10}]},
+        }
+        (d / "study_eval.json").write_text(json.dumps(ev))
+    (tmp_path / "base_s7").mkdir()  # started, never evaluated: not a row
+    assert study.seeds_run(plan, tmp_path) == [0, 1, 2, 7]
+    results = study.collect(plan, tmp_path, {"base": 0.5, "base_flip": 0.5})
+    assert set(results["cells"]) == {"base_s0", "base_s1", "base_s2", "base_flip_s0"}
+    row = next(line for line in study.table(results, plan).splitlines() if line.startswith("| B |"))
+    assert row.split(" | ")[1] == "0, 1, 2" and row.split(" | ")[3] == "72.00 ± 2.00"
