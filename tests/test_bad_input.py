@@ -272,16 +272,25 @@ def _numbers_in(tp: Any) -> type | None:
 
 
 def _numeric_fields() -> list[tuple[str, str, Any, Range | None, Any]]:
-    """(key, method, type, range, default) of every numeric field."""
+    """(key, method, type, range, default) of every numeric field; an optional pair that defaults to null
+    (``method.view_crop_scale``) gets an in-range example pair as its default."""
     rows = []
     for cls, prefix, method in _config_classes():
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             if _numbers_in(hints[f.name]) is not None:
-                rows.append(
-                    (f"{prefix}{f.name}", method, hints[f.name], field_range(f), getattr(cls(), f.name))
-                )
+                rng, default = field_range(f), getattr(cls(), f.name)
+                if default is None and rng is not None and rng.ascending:
+                    default = (_inside(rng),) * 2
+                rows.append((f"{prefix}{f.name}", method, hints[f.name], rng, default))
     return rows
+
+
+def _inside(rng: Range) -> float:
+    """A number inside ``rng``: its closed high bound, or just above its low one."""
+    if rng.high is not None and not rng.high_open:
+        return float(rng.high)
+    return float(rng.low) + 0.5 if rng.low is not None else 1.0
 
 
 NUMERIC = _numeric_fields()
