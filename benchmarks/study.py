@@ -253,6 +253,7 @@ PLANS: dict[str, Plan] = {
             "cov5": Cell(
                 "VICReg's covariance weight 5 (method.beta_cov; the paper: 1)", CJEPA, ("method.beta_cov=5",)
             ),
+            "ema99": Cell("EMA 0.99 → 1 (the preset: 0.996 → 1)", CJEPA, ("method.ema=[0.99,1.0]",)),
             "cov5_ema99": Cell(
                 "covariance weight 5 and EMA 0.99 → 1", CJEPA, ("method.beta_cov=5", "method.ema=[0.99,1.0]")
             ),

@@ -33,7 +33,7 @@ from torch import nn
 
 from openjepa.config import Config, ConfigError, MethodConfig, bounded
 from openjepa.data.photometric import ViewPairAugment
-from openjepa.data.transforms import crop_and_resize, normalize, sample_crop_boxes, to_float
+from openjepa.data.transforms import normalize, random_horizontal_flip, random_resized_crop, to_float
 from openjepa.losses.jepa import jepa_loss
 from openjepa.losses.vicreg import VICRegWeights, invariance_loss, vicreg_terms
 from openjepa.masks.multiblock import MultiBlockMaskSampler
@@ -42,7 +42,6 @@ from openjepa.methods.jepa import JEPA, JEPAConfig, build_networks
 from openjepa.models.predictor import Predictor
 from openjepa.models.vit import VisionTransformer
 from openjepa.rng import Stream, step_generator
-from openjepa.utils.device_copy import to_device
 
 READINGS = ("A", "B", "C")
 _PAPER = VICRegWeights()  # the published coefficients, defined once in openjepa.losses.vicreg
@@ -322,16 +321,11 @@ class CJEPA(JEPA):
         [0, 1] at the run's image size, drawn from ``(seed, step, rank)``: (B, C, S, S) each."""
         assert self.view_crop_scale is not None
         x = to_float(images)  # (B, C, H, W)
-        b, (h, w) = x.shape[0], x.shape[-2:]
         g = step_generator(ctx.seed ^ Stream.VIEW_CROPS, ctx.step, ctx.rank)
         views = []
         for _ in range(2):
-            boxes = sample_crop_boxes(b, h, w, self.view_crop_scale, generator=g)  # (B, 4)
-            v = crop_and_resize(x, to_device(boxes, x.device), ctx.augment.size)  # (B, C, S, S)
-            if self.view_flip:
-                flips = to_device(torch.rand(b, generator=g) < 0.5, x.device)  # (B,)
-                v = torch.where(flips[:, None, None, None], v.flip(-1), v)
-            views.append(v)
+            v = random_resized_crop(x, ctx.augment.size, self.view_crop_scale, generator=g)  # (B, C, S, S)
+            views.append(random_horizontal_flip(v, 0.5, g) if self.view_flip else v)
         return views[0], views[1]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> StepOutput:
