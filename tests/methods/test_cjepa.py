@@ -277,6 +277,10 @@ def test_reading_c_views_with_crops_of_their_own():
 
 
 def test_view_crops_belong_to_reading_c():
+    with pytest.raises(ValueError, match="reading C"):
+        tiny_cjepa("A", view_crop_scale=(0.3, 1.0))
+    with pytest.raises(ValueError, match="give view_crop_scale"):
+        tiny_cjepa("C", view_flip=True)
     with pytest.raises(ConfigError, match="method.view_crop_scale"):
         load_config(None, [*TINY, "method=cjepa", "method.reading=B", "method.view_crop_scale=[0.3,1.0]"])
     with pytest.raises(ConfigError, match="method.view_flip=true"):

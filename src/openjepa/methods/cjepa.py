@@ -239,6 +239,8 @@ class CJEPA(JEPA):
         self.views = ViewPairAugment() if reading == "C" else None
         if view_crop_scale is not None and reading != "C":
             raise ValueError("view_crop_scale crops the two views of reading C")
+        if view_flip and view_crop_scale is None:
+            raise ValueError("view_flip flips the views' own crops: give view_crop_scale too")
         self.view_crop_scale: tuple[float, float] | None = (
             None if view_crop_scale is None else (float(view_crop_scale[0]), float(view_crop_scale[1]))
         )
